@@ -1,0 +1,1 @@
+"""nsq-operator: one single-CPU worker Deployment per nsqd."""

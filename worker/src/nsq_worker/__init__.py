@@ -1,0 +1,1 @@
+"""NSQ worker: one gevent + gnsq consumer process per nsqd."""
