@@ -5,11 +5,14 @@ Every log a fixture's processes write is attached to the report of a failing tes
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.rig import docker
+from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import tail
 
@@ -25,7 +28,9 @@ def attach_logs(request: pytest.FixtureRequest, paths: list[Path]) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
     report = yield
     if getattr(report, "failed", False):
-        for path in item.stash.get(LOG_PATHS, []):
+        fixtures = getattr(item, "funcargs", {}).values()
+        paths = item.stash.get(LOG_PATHS, []) + [f.log_dir for f in fixtures if hasattr(f, "log_dir")]
+        for path in paths:
             for log in sorted(path.glob("*.log")) if path.is_dir() else [path]:
                 report.sections.append((f"rig log {log.name}", tail(log, 60)))  # type: ignore[attr-defined]
     return report
@@ -38,8 +43,39 @@ def nsq_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NsqC
     cluster = NsqCluster.start(
         tmp_path / "nsq", nsqd_count=counts.get("nsqd", 2), lookupd_count=counts.get("lookupd", 1)
     )
-    attach_logs(request, [tmp_path / "nsq" / "logs"])
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """One control plane for the whole session; tests keep apart by namespace (`kube_namespace`)."""
+    cluster = KubeCluster.start(tmp_path_factory.mktemp("kube"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def kube_namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace on the session's control plane, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    attach_logs(request, [kube_cluster.log_dir])
+    yield name
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running Docker engine; yields the Python base image for the Dockerfile's PYTHON_BASE."""
+    work = tmp_path_factory.mktemp("docker")
+    started = docker.ensure_engine(work)
+    try:
+        yield docker.ensure_base_image(work)
+    finally:
+        if started is not None:
+            started.stop(timeout=30)

@@ -62,7 +62,21 @@ go_install() {
   echo "$version" >"$stamps/$name"
 }
 
-build_kwok() { go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ""; }
+build_kwok() {
+  go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ""
+  # kwok's binary ships no stages; its module does (kustomize/stage). Join the ones the rig uses:
+  # nodes become Ready and keep heartbeating, pods become Running and go away when deleted.
+  local src stages="$cache/kwok-stages.yaml"
+  [[ -s "$stages" && "$(head -1 "$stages")" == "# kwok $KWOK_VERSION" ]] && return
+  src="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+  [[ -d "$src" ]] || (cd "$here/nsq" && go mod download -x "sigs.k8s.io/kwok@$KWOK_VERSION" >/dev/null 2>&1) || true
+  { echo "# kwok $KWOK_VERSION"
+    for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml pod/fast/pod-ready.yaml \
+             pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+      echo "---"; cat "$src/$f"
+    done; } >"$stages.tmp"
+  mv "$stages.tmp" "$stages"
+}
 build_helm() {
   go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"

@@ -198,8 +198,9 @@ class NsqCluster:
             time.sleep(0.1)
         raise RigError(f"lookupd never listed {want} for {topic!r}; last seen {seen}")
 
-    def log_paths(self) -> list[Path]:
-        return sorted((self.root / "logs").glob("*.log"))
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
 
     def stop(self) -> None:
         for nsqd in self.nsqds:

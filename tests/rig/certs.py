@@ -1,0 +1,76 @@
+"""The control plane's keys and certificates, made with the openssl command line."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.rig.procs import RigError
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RigError(f"openssl {' '.join(args)} failed:\n{result.stderr}")
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA, the API server's serving certificate, an admin client certificate and the service-account keys."""
+
+    root: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def serving_cert(self) -> Path:
+        return self.root / "apiserver.crt"
+
+    @property
+    def serving_key(self) -> Path:
+        return self.root / "apiserver.key"
+
+    @property
+    def admin_cert(self) -> Path:
+        return self.root / "admin.crt"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.root / "admin.key"
+
+    @property
+    def sa_key(self) -> Path:
+        return self.root / "sa.key"
+
+    @property
+    def sa_pub(self) -> Path:
+        return self.root / "sa.pub"
+
+    @classmethod
+    def create(cls, root: Path) -> Pki:
+        root.mkdir(parents=True, exist_ok=True)
+        pki = cls(root)
+        if pki.admin_cert.exists():
+            return pki
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+                 "-days", "30", "-subj", "/CN=nsq-operator-rig-ca", cwd=root)
+        (root / "serving.ext").write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default\n"
+            "extendedKeyUsage=serverAuth\n"
+        )
+        pki._sign("apiserver", "/CN=kube-apiserver", "serving.ext")
+        (root / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+        # system:masters: the rig's admin, used by the tests and the control plane's own components.
+        pki._sign("admin", "/O=system:masters/CN=rig-admin", "client.ext")
+        _openssl("genrsa", "-out", "sa.key", "2048", cwd=root)
+        _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=root)
+        return pki
+
+    def _sign(self, name: str, subject: str, extfile: str) -> None:
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", subject, cwd=self.root)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.crt", "-days", "30", "-extfile", extfile, cwd=self.root)
