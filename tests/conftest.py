@@ -25,7 +25,9 @@ def attach_logs(request: pytest.FixtureRequest, paths: list[Path]) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, object, object]:
     report = yield
     if getattr(report, "failed", False):
         fixtures = getattr(item, "funcargs", {}).values()

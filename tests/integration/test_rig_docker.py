@@ -9,7 +9,7 @@ from tests.rig.docker import docker
 
 def test_an_image_built_by_the_engine_runs(docker_engine: str, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(
-        f"FROM {docker_engine}\nRUN python3 -c 'print(6 * 7)' > /answer\nCMD [\"cat\", \"/answer\"]\n"
+        f'FROM {docker_engine}\nRUN python3 -c \'print(6 * 7)\' > /answer\nCMD ["cat", "/answer"]\n'
     )
     tag = "nsq-operator-rig/smoke:test"
     docker("build", "--network", "host", "-t", tag, str(tmp_path))

@@ -26,9 +26,17 @@ def test_message_published_to_one_nsqd_is_consumed_from_it(nsq_cluster: NsqClust
     nsqd.create_topic("rig-topic", "rig-channel")
     assert nsqd.publish("rig-topic", [b"hello from the rig"]) == 1
     tailed = subprocess.run(
-        [binary("nsq_tail"), f"--nsqd-tcp-address={nsqd.tcp_address}", "--topic=rig-topic",
-         "--channel=rig-channel", "--n=1"],
-        capture_output=True, text=True, timeout=30, check=True,
+        [
+            binary("nsq_tail"),
+            f"--nsqd-tcp-address={nsqd.tcp_address}",
+            "--topic=rig-topic",
+            "--channel=rig-channel",
+            "--n=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     assert "hello from the rig" in tailed.stdout
     assert nsqd.channel_stats("rig-topic", "rig-channel")["depth"] == 0

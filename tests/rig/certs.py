@@ -17,7 +17,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 @dataclass(frozen=True)
 class Pki:
-    """A CA, the API server's serving certificate, an admin client certificate and the service-account keys."""
+    """A CA, the API server's serving certificate, an admin client certificate, service-account keys."""
 
     root: Path
 
@@ -55,8 +55,22 @@ class Pki:
         pki = cls(root)
         if pki.admin_cert.exists():
             return pki
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-                 "-days", "30", "-subj", "/CN=nsq-operator-rig-ca", cwd=root)
+        _openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=nsq-operator-rig-ca",
+            cwd=root,
+        )
         (root / "serving.ext").write_text(
             "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default\n"
             "extendedKeyUsage=serverAuth\n"
@@ -70,7 +84,34 @@ class Pki:
         return pki
 
     def _sign(self, name: str, subject: str, extfile: str) -> None:
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", subject, cwd=self.root)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.crt", "-days", "30", "-extfile", extfile, cwd=self.root)
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            subject,
+            cwd=self.root,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "30",
+            "-extfile",
+            extfile,
+            cwd=self.root,
+        )

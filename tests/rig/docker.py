@@ -19,8 +19,8 @@ DOCKER_SOCKET = Path("/var/run/docker.sock")
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # python3-venv brings ensurepip, so the builder stage can make a virtualenv as on the official image.
-BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")
-BASE_IMAGE = f"nsq-operator-rig/python-base:3.11-{SUITE}"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+BASE_IMAGE = f"nsq-operator-rig/python-base:3.11-{SUITE}-{len(BASE_PACKAGES)}"
 CACHE = Path(os.environ.get("NSQ_OPERATOR_CACHE", Path.home() / ".cache" / "nsq-operator"))
 
 
@@ -29,11 +29,16 @@ def docker_cli() -> str:
     return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
 
 
-def docker(*args: str, check: bool = True, timeout: float = 900, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([docker_cli(), *args], capture_output=True, text=True, timeout=timeout,
-                            check=False, **kwargs)  # type: ignore[call-overload]
+def docker(
+    *args: str, check: bool = True, timeout: float = 900, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [docker_cli(), *args], capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )  # type: ignore[call-overload]
     if check and result.returncode != 0:
-        raise RigError(f"docker {' '.join(args[:3])} ... failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        raise RigError(
+            f"docker {' '.join(args[:3])} ... failed ({result.returncode}):\n{result.stderr[-4000:]}"
+        )
     return result  # type: ignore[no-any-return]
 
 
@@ -47,9 +52,18 @@ def ensure_engine(log_dir: Path) -> Process | None:
         return None
     if not Path("/usr/sbin/dockerd").exists():
         raise RigError("dockerd is missing: install Debian's docker.io (make deps does it)")
-    process = Process("dockerd", ["/usr/sbin/dockerd", "--host", f"unix://{DOCKER_SOCKET}",
-                                  "--storage-driver=overlay2", "--exec-opt", "native.cgroupdriver=cgroupfs"],
-                      log_dir / "dockerd.log").start()
+    process = Process(
+        "dockerd",
+        [
+            "/usr/sbin/dockerd",
+            "--host",
+            f"unix://{DOCKER_SOCKET}",
+            "--storage-driver=overlay2",
+            "--exec-opt",
+            "native.cgroupdriver=cgroupfs",
+        ],
+        log_dir / "dockerd.log",
+    ).start()
     process.wait_until(engine_running, timeout=60, what="answering")
     return process
 
@@ -73,8 +87,18 @@ def _bootstrap(tarball: Path, work_dir: Path) -> None:
     started = time.monotonic()
     with log.open("w") as out:
         result = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), MIRROR],
-            stdout=out, stderr=subprocess.STDOUT, check=False, timeout=1200,
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                SUITE,
+                str(rootfs),
+                MIRROR,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+            timeout=1200,
         )
     if result.returncode != 0:
         raise RigError(f"debootstrap failed after {time.monotonic() - started:.0f}s:\n{tail(log)}")
@@ -85,3 +109,28 @@ def _bootstrap(tarball: Path, work_dir: Path) -> None:
     subprocess.run(["tar", "-C", str(rootfs), "-cf", f"{tarball}.tmp", "."], check=True)
     os.replace(f"{tarball}.tmp", tarball)
     shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def build_image(target: str, tag: str, base_image: str, context: Path) -> str:
+    """Build one target of the project's Dockerfile on the rig's base image; returns the tag.
+
+    The machine's CA bundle goes to docker/build-extra/ (git-ignored), which only builder stages read.
+    """
+    extra = context / "docker" / "build-extra"
+    ca_bundle = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
+    if ca_bundle.is_file():
+        shutil.copyfile(ca_bundle, extra / "ca.pem")
+    docker(
+        "build",
+        "--network",
+        "host",
+        "--build-arg",
+        f"PYTHON_BASE={base_image}",
+        "--target",
+        target,
+        "-t",
+        tag,
+        str(context),
+        timeout=1800,
+    )
+    return tag

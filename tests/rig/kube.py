@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from tests.rig.certs import Pki
-from tests.rig.procs import Process, RigError, free_port, http_ok
+from tests.rig.procs import Process, RigError, free_port, http_ok, tail
 from tests.rig.tools import binary
 
 FAKE_NODES = ("kwok-node-0", "kwok-node-1")
@@ -97,85 +97,104 @@ class KubeCluster:
     def _start(self) -> None:
         pki = Pki.create(self.root / "pki")
         etcd_port, etcd_peer = free_port(), free_port()
-        etcd = self._spawn("etcd", [
-            binary("etcd"),
-            f"--data-dir={self.root / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
-            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
-            "--unsafe-no-fsync",  # a throwaway test store: durability is not what is tested
-            "--log-level=warn",
-        ])
+        etcd = self._spawn(
+            "etcd",
+            [
+                binary("etcd"),
+                f"--data-dir={self.root / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync",  # a throwaway test store: durability is not what is tested
+                "--log-level=warn",
+            ],
+        )
         etcd.wait_until(http_ok(f"http://127.0.0.1:{etcd_port}/health"), timeout=30, what="healthy")
 
         self.api_port = free_port()
-        apiserver = self._spawn("kube-apiserver", [
-            binary("kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={self.api_port}",
-            f"--tls-cert-file={pki.serving_cert}",
-            f"--tls-private-key-file={pki.serving_key}",
-            f"--client-ca-file={pki.ca_cert}",
-            "--authorization-mode=RBAC",
-            f"--service-account-issuer={self.server}",
-            f"--service-account-key-file={pki.sa_pub}",
-            f"--service-account-signing-key-file={pki.sa_key}",
-            "--service-cluster-ip-range=10.96.0.0/16",
-            "--endpoint-reconciler-type=none",
-            f"--cert-dir={self.root / 'apiserver-certs'}",
-            "--v=1",
-        ])
+        apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                binary("kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={self.server}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={self.root / 'apiserver-certs'}",
+                "--v=1",
+            ],
+        )
         admin = {"client-certificate": str(pki.admin_cert), "client-key": str(pki.admin_key)}
         self.kubeconfig.write_text(kubeconfig_yaml(self.server, pki.ca_cert, admin))
         apiserver.wait_until(self._healthy, timeout=90, what="healthy")
 
-        self._spawn("kube-controller-manager", [
-            binary("kube-controller-manager"),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={free_port()}",
-            "--leader-elect=false",
-            "--controllers=*",
-            f"--service-account-private-key-file={pki.sa_key}",
-            f"--root-ca-file={pki.ca_cert}",
-            "--use-service-account-credentials=false",
-            f"--cert-dir={self.root / 'kcm-certs'}",
-            "--concurrent-gc-syncs=5",
-        ])
-        self._spawn("kube-scheduler", [
-            binary("kube-scheduler"),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={free_port()}",
-            "--leader-elect=false",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                binary("kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+                "--controllers=*",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                "--use-service-account-credentials=false",
+                f"--cert-dir={self.root / 'kcm-certs'}",
+                "--concurrent-gc-syncs=5",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                binary("kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+            ],
+        )
         kwok = binary("kwok")
-        self._spawn("kwok", [
-            kwok,
-            f"--config={Path(kwok).parent.parent / 'kwok-stages.yaml'}",
-            f"--kubeconfig={self.kubeconfig}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--node-ip=127.0.0.1",
-            f"--server-address=127.0.0.1:{free_port()}",
-            "--cidr=10.244.0.0/16",
-        ])
+        self._spawn(
+            "kwok",
+            [
+                kwok,
+                f"--config={Path(kwok).parent.parent / 'kwok-stages.yaml'}",
+                f"--kubeconfig={self.kubeconfig}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--node-ip=127.0.0.1",
+                f"--server-address=127.0.0.1:{free_port()}",
+                "--cidr=10.244.0.0/16",
+            ],
+        )
         for name in FAKE_NODES:
             self.apply(fake_node(name))
         self.wait_for(self._default_service_account, timeout=60, what="the default ServiceAccount")
         self.wait_for(self._nodes_ready, timeout=60, what="kwok's nodes Ready")
 
     def _healthy(self) -> bool:
-        response = requests.get(f"{self.server}/readyz", verify=str(self.pki.ca_cert), timeout=3,
-                                cert=(str(self.pki.admin_cert), str(self.pki.admin_key)))
+        response = requests.get(
+            f"{self.server}/readyz",
+            verify=str(self.pki.ca_cert),
+            timeout=3,
+            cert=(str(self.pki.admin_cert), str(self.pki.admin_key)),
+        )
         return response.status_code == 200
 
     def _default_service_account(self) -> bool:
@@ -184,8 +203,12 @@ class KubeCluster:
     def _nodes_ready(self) -> bool:
         nodes = self.get_json("nodes")["items"]
         ready = [
-            n for n in nodes
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+            n
+            for n in nodes
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
         ]
         return len(ready) == len(FAKE_NODES)
 
@@ -196,20 +219,30 @@ class KubeCluster:
         while time.monotonic() < deadline:
             for process in self.processes:
                 if not process.alive():
-                    raise RigError(f"{process.name} died while waiting for {what}:\n{process.log_path.read_text()[-3000:]}")
+                    raise RigError(
+                        f"{process.name} died while waiting for {what}:\n{tail(process.log_path, 40)}"
+                    )
             try:
                 if predicate():
                     return
-            except Exception as error:  # noqa: BLE001 - keep polling; report the last error
+            except Exception as error:
                 last_error = error
             time.sleep(0.2)
         raise RigError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})")
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, kubeconfig: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, KUBECONFIG=str(kubeconfig or self.kubeconfig))
-        result = subprocess.run([binary("kubectl"), *args], capture_output=True, text=True, env=env,
-                                input=input, timeout=120, check=False)
+        result = subprocess.run(
+            [binary("kubectl"), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            input=input,
+            timeout=120,
+            check=False,
+        )
         if check and result.returncode != 0:
             raise RigError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result

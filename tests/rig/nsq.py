@@ -192,7 +192,9 @@ class NsqCluster:
         want = sorted(expected)
         seen: dict[str, list[str]] = {}
         while time.monotonic() < deadline:
-            seen = {lookupd.name: lookupd.producers(topic) for lookupd in self.lookupds if lookupd.process.alive()}
+            seen = {
+                lookupd.name: lookupd.producers(topic) for lookupd in self.lookupds if lookupd.process.alive()
+            }
             if all(found == want for found in seen.values()):
                 return
             time.sleep(0.1)

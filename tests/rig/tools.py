@@ -13,7 +13,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Which tools/build.sh group builds each binary, so a test that needs nsqd never waits for Kubernetes.
 GROUP_OF = {
     **dict.fromkeys(["nsqd", "nsqlookupd", "to_nsq", "nsq_tail", "bench_reader", "bench_writer"], "nsq"),
-    **dict.fromkeys(["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"], "kube"),
+    **dict.fromkeys(
+        ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"], "kube"
+    ),
     "kwok": "kwok",
     "helm": "helm",
 }
