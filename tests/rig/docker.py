@@ -7,6 +7,7 @@ official Python slim image, the Dockerfile's default.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -20,7 +21,8 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # python3-venv brings ensurepip, so the builder stage can make a virtualenv as on the official image.
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
-BASE_IMAGE = f"nsq-operator-rig/python-base:3.11-{SUITE}-{len(BASE_PACKAGES)}"
+# The tag names the package set, so changing BASE_PACKAGES makes a new image rather than reusing the old.
+BASE_IMAGE = f"nsq-operator-rig/python-base:3.11-{SUITE}-{hashlib.sha256(' '.join(BASE_PACKAGES).encode()).hexdigest()[:8]}"
 CACHE = Path(os.environ.get("NSQ_OPERATOR_CACHE", Path.home() / ".cache" / "nsq-operator"))
 
 
