@@ -22,7 +22,8 @@ MIRROR = "http://deb.debian.org/debian"
 # python3-venv brings ensurepip, so the builder stage can make a virtualenv as on the official image.
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 # The tag names the package set, so changing BASE_PACKAGES makes a new image rather than reusing the old.
-BASE_IMAGE = f"nsq-operator-rig/python-base:3.11-{SUITE}-{hashlib.sha256(' '.join(BASE_PACKAGES).encode()).hexdigest()[:8]}"
+_PACKAGES_HASH = hashlib.sha256(" ".join(BASE_PACKAGES).encode()).hexdigest()[:8]
+BASE_IMAGE = f"nsq-operator-rig/python-base:3.11-{SUITE}-{_PACKAGES_HASH}"
 CACHE = Path(os.environ.get("NSQ_OPERATOR_CACHE", Path.home() / ".cache" / "nsq-operator"))
 
 
