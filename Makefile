@@ -63,4 +63,4 @@ demo-kube: deps ## The demo on the local Kubernetes control plane with the opera
 	@echo "The Kubernetes demo is not ready yet (issue 5/7)."
 
 bench: deps ## Run the benchmarks and write BENCHMARKS.md
-	$(PY) -m bench
+	@echo "The benchmarks are not built yet (issue 6/7)."

@@ -1,0 +1,1 @@
+"""Benchmarks: side by side, in one run, written to BENCHMARKS.md (issue 6/7)."""
