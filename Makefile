@@ -10,7 +10,7 @@ PY := .venv/bin/python
 APT_PACKAGES := docker.io debootstrap openssl redis-server ca-certificates
 export NSQ_OPERATOR_CACHE := $(CACHE)
 
-.PHONY: help deps test test-fast lint fmt demo demo-kube rig-up rig-down bench tools
+.PHONY: help deps test test-fast lint fmt demo demo-kube rig-up rig-down bench tools chart-crd
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,3 +64,6 @@ demo-kube: deps ## The demo on the local Kubernetes control plane with the opera
 
 bench: deps ## Run the benchmarks and write BENCHMARKS.md
 	@echo "The benchmarks are not built yet (issue 6/7)."
+
+chart-crd: ## Copy the CRD from deploy/crds into the chart (a test checks they match)
+	cp deploy/crds/nsqconsumers.nsqoperator.dev.yaml deploy/helm/nsq-operator/crds/
