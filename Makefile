@@ -57,7 +57,7 @@ rig-down: ## Stop everything rig-up started
 	$(PY) -m tests.rig down
 
 demo: deps ## The demo: local mode, one worker process per nsqd, nsqds joining and leaving
-	@echo "The demo is not ready yet (issue 5/7): see README.md for what works today."
+	$(PY) -m demo local
 
 demo-kube: deps ## The demo on the local Kubernetes control plane with the operator
 	@echo "The Kubernetes demo is not ready yet (issue 5/7)."

@@ -71,6 +71,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="the longest wait between restarts of a dying worker (default 60)",
     )
     parser.add_argument(
+        "--summary-every",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="with the plain view, print a summary line this often (default 10)",
+    )
+    parser.add_argument(
         "--log-dir",
         type=Path,
         default=None,
@@ -136,4 +143,4 @@ def run_local(args: argparse.Namespace) -> int:
         pin=not args.no_pin,
         policy=RestartPolicy(cap=args.restart_cap),
     )
-    return LocalController(config, View(sys.stdout, live=live)).run()
+    return LocalController(config, View(sys.stdout, live=live, summary_every=args.summary_every)).run()

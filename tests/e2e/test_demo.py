@@ -1,0 +1,24 @@
+"""The demos newcomers run first, in their short mode: they must show the job and end cleanly."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.rig.tools import PROJECT_ROOT
+
+
+def test_local_demo_shows_workers_following_the_nsqds_and_ends_cleanly() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "demo", "local", "--short"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        timeout=180, check=False,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert len(re.findall(r"worker \S+ for nsqd \S+ started", out)) == 4, out[-4000:]
+    assert re.search(r"stopping: nsqd no longer listed by lookupd", out), out[-4000:]
+    assert "4 workers" in out
+    assert re.search(r"[1-9][0-9]* msg/s", out), "messages flowed"
+    assert out.count("stopped (exit 0)") == 4
+    assert "Local mode exited with status 0" in out
