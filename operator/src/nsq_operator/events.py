@@ -1,0 +1,62 @@
+"""What to tell users through Kubernetes Events. Pure: the handlers post what this returns.
+
+Events are for changes, not for states: a lookupd that stays down is reported once when it goes
+down and once when it comes back, not on every poll (the conditions carry the current state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from nsq_operator.lookupd import Lookup
+from nsq_operator.plan import Action, Create, Delete, Scale, Update
+
+NORMAL = "Normal"
+WARNING = "Warning"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+def for_action(action: Action, error: str | None) -> Event:
+    """One event per Deployment created, updated, scaled or deleted, or per attempt that failed."""
+    verb = {Create: "Create", Update: "Update", Scale: "Scale", Delete: "Delete"}[type(action)]
+    target = f"Deployment {action.name}" + (f" for nsqd {action.address}" if action.address else "")
+    if error is not None:
+        return Event(WARNING, f"{verb}Failed", f"Could not {verb.lower()} {target}: {error}")
+    match action:
+        case Create():
+            return Event(NORMAL, "DeploymentCreated", f"Created {target} with {action.replicas} replica(s)")
+        case Update():
+            return Event(NORMAL, "DeploymentUpdated", f"Updated {target}: its spec changed")
+        case Scale():
+            return Event(NORMAL, "DeploymentScaled", f"Scaled {target} to {action.replicas} replica(s)")
+        case Delete():
+            return Event(NORMAL, "DeploymentDeleted", f"Deleted {target}: {action.reason}")
+
+
+def for_lookup(previously_failing: Collection[str], lookup: Lookup) -> list[Event]:
+    """Warnings for lookupds that just started failing, notes for those that just recovered."""
+    events = []
+    failing = {f.lookupd: f.reason for f in lookup.failures}
+    for lookupd, reason in failing.items():
+        if lookupd not in previously_failing:
+            events.append(Event(WARNING, "LookupdFailed", f"nsqlookupd {lookupd} failed: {reason}"))
+    answered = {a.lookupd for a in lookup.answers} - failing.keys()
+    for lookupd in sorted(answered & set(previously_failing)):
+        events.append(Event(NORMAL, "LookupdRecovered", f"nsqlookupd {lookupd} answers again"))
+    return events
+
+
+def for_held_deletions(previously_held: Collection[str], held: Collection[str]) -> list[Event]:
+    """A warning when lookupd's silence starts keeping workers that would otherwise be removed."""
+    new = sorted(set(held) - set(previously_held))
+    if not new:
+        return []
+    return [Event(WARNING, "DeletionHeld",
+                  f"Not deleting {', '.join(new)}: no nsqlookupd answers, so their nsqd may still be alive")]

@@ -1,0 +1,171 @@
+"""Ask every nsqlookupd which nsqd produce a topic, and union the answers.
+
+Failures are values, never exceptions: one dead lookupd must not stop a poll, and the planner must
+be able to tell "no nsqd has the topic" (safe to act on) from "we could not find out" (never delete).
+Lookups are shared between consumers of the same topic through a short-lived cache, so N consumers
+of one topic cost one request per lookupd per poll, the way pynsq's `query_lookupd` stays polite.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import requests
+
+USER_AGENT = "nsq-operator/0.1.0"
+# nsqlookupd answers the bare {"producers": [...]} body only when asked for this version.
+ACCEPT = "application/vnd.nsq; version=1.0"
+DEFAULT_TIMEOUT = (2.0, 5.0)  # (connect, read) seconds: a poll must not hang on one lookupd
+
+
+@dataclass(frozen=True)
+class Producers:
+    """One lookupd answered: these `host:tcp_port` addresses produce the topic (possibly none)."""
+
+    lookupd: str
+    addresses: frozenset[str]
+
+
+@dataclass(frozen=True)
+class LookupFailure:
+    """One lookupd could not be asked, or answered something we cannot trust."""
+
+    lookupd: str
+    reason: str
+
+
+LookupdAnswer = Producers | LookupFailure
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What every lookupd said about one topic."""
+
+    answers: tuple[LookupdAnswer, ...]
+
+    @property
+    def failures(self) -> tuple[LookupFailure, ...]:
+        return tuple(a for a in self.answers if isinstance(a, LookupFailure))
+
+    @property
+    def reachable(self) -> bool:
+        """At least one lookupd answered; otherwise the producer set is unknown."""
+        return any(isinstance(a, Producers) for a in self.answers)
+
+    @property
+    def producers(self) -> frozenset[str] | None:
+        """The union over the lookupds that answered, or None when none did."""
+        if not self.reachable:
+            return None
+        return frozenset().union(*(a.addresses for a in self.answers if isinstance(a, Producers)))
+
+
+def nsqd_address(host: str, port: int) -> str:
+    """`host:port`, bracketing IPv6 literals so the port stays unambiguous."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def parse_lookup(lookupd: str, status: int, body: bytes | str) -> LookupdAnswer:
+    """Interpret one /lookup response. 404 TOPIC_NOT_FOUND means no producers, not an error."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        snippet = body[:80] if isinstance(body, str) else body[:80].decode("utf-8", "replace")
+        return LookupFailure(lookupd, f"HTTP {status}: not JSON: {snippet!r}")
+    if not isinstance(data, dict):
+        return LookupFailure(lookupd, f"HTTP {status}: expected a JSON object, got {type(data).__name__}")
+    # nsqlookupd < 1.0 (or without the Accept header) wraps the answer: {"status_code", "status_txt", "data"}.
+    if "status_code" in data and isinstance(data.get("status_code"), int):
+        status, message, data = data["status_code"], data.get("status_txt", ""), data.get("data") or {}
+    else:
+        message = data.get("message", "")
+    if status == 404 and message == "TOPIC_NOT_FOUND":
+        return Producers(lookupd, frozenset())
+    if status != 200:
+        return LookupFailure(lookupd, f"HTTP {status}: {message or 'unexpected status'}")
+    producers = data.get("producers") if isinstance(data, dict) else None
+    if not isinstance(producers, list):
+        return LookupFailure(lookupd, "HTTP 200 without a producers list")
+    addresses = set()
+    for producer in producers:
+        host = producer.get("broadcast_address") if isinstance(producer, dict) else None
+        port = producer.get("tcp_port") if isinstance(producer, dict) else None
+        if not isinstance(host, str) or not host or isinstance(port, bool) or not isinstance(port, int) \
+                or not 0 < port < 65536:
+            return LookupFailure(lookupd, f"malformed producer entry: {producer!r}")
+        addresses.add(nsqd_address(host, port))
+    return Producers(lookupd, frozenset(addresses))
+
+
+def query(lookupd: str, topic: str, session: requests.Session | None = None,
+          timeout: float | tuple[float, float] = DEFAULT_TIMEOUT) -> LookupdAnswer:
+    """GET <lookupd>/lookup?topic=<topic>; every failure comes back as a LookupFailure."""
+    getter = session or requests
+    try:
+        response = getter.get(f"{lookupd}/lookup", params={"topic": topic}, timeout=timeout,
+                              headers={"Accept": ACCEPT, "User-Agent": USER_AGENT})
+        return parse_lookup(lookupd, response.status_code, response.content)
+    except requests.RequestException as error:
+        return LookupFailure(lookupd, _describe_error(error))
+
+
+def _describe_error(error: Exception) -> str:
+    """A stable, short sentence: no object addresses, so the same failure reads the same every poll."""
+    text = re.sub(r" object at 0x[0-9a-fA-F]+", "", f"{type(error).__name__}: {error}")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+Fetch = Callable[[str, str], LookupdAnswer]
+
+
+class LookupCache:
+    """Answers per (lookupd, topic) kept for `ttl` seconds and fetched once even when asked concurrently.
+
+    The TTL is short (about one poll): it exists to share one poll's lookups between consumers, not
+    to serve stale producer lists.
+    """
+
+    def __init__(self, ttl: float = 1.0, fetch: Fetch | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._fetch = fetch or (lambda lookupd, topic: query(lookupd, topic))
+        self._clock = clock
+        self._entries: dict[tuple[str, str], tuple[float, LookupdAnswer]] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, lookupd: str, topic: str, max_age: float | None = None) -> LookupdAnswer:
+        key = (lookupd, topic)
+        ttl = self.ttl if max_age is None else min(self.ttl, max_age)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            entry = self._entries.get(key)
+            if entry is not None and self._clock() - entry[0] < ttl:
+                return entry[1]
+            answer = self._fetch(lookupd, topic)
+            with self._guard:
+                self._entries[key] = (self._clock(), answer)
+                self._forget_expired()
+            return answer
+
+    def _forget_expired(self) -> None:
+        now = self._clock()
+        for key in [k for k, (at, _) in self._entries.items() if now - at >= self.ttl]:
+            del self._entries[key]
+            lock = self._locks.get(key)
+            if lock is not None and not lock.locked():
+                del self._locks[key]
+
+
+def lookup(lookupds: Iterable[str], topic: str, cache: LookupCache | None = None,
+           max_age: float | None = None) -> Lookup:
+    """Ask every lookupd about `topic` (through the cache when given)."""
+    if cache is None:
+        return Lookup(tuple(query(url, topic) for url in lookupds))
+    return Lookup(tuple(cache.get(url, topic, max_age) for url in lookupds))

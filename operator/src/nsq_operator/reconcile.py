@@ -1,0 +1,157 @@
+"""One poll of one NsqConsumer on Kubernetes: look, plan, act, report.
+
+Blocking (requests and the Kubernetes client), so the handlers run it in a thread. It never raises
+for the things a poll meets every day (a lookupd down, an API call refused): those end up in the
+status, in events and in the log, and the next poll tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from nsq_operator import events, manifests, naming, status
+from nsq_operator.events import Event
+from nsq_operator.kube import Kube, KubeError
+from nsq_operator.lookupd import LookupCache, lookup
+from nsq_operator.plan import Action, Create, Delete, NsqdRecord, Plan, Scale, Target, Update, plan
+from nsq_operator.spec import DEFAULT_POLL_INTERVAL_SECONDS, ConsumerSpec, SpecError, parse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConsumerState:
+    """What one consumer's poll loop remembers between polls (lost on restart; status has the rest)."""
+
+    records: dict[str, NsqdRecord] | None = None
+    last_status: dict[str, Any] | None = None
+    failing_lookupds: frozenset[str] = frozenset()
+    held: tuple[str, ...] = ()
+    spec_error: SpecError | None = None
+    failures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PollResult:
+    interval: float
+    events: list[Event] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+def poll(kube: Kube, cache: LookupCache, body: Mapping[str, Any], state: ConsumerState,
+         now: datetime) -> PollResult:
+    """Reconcile the consumer in `body` once and say when to come back."""
+    meta = body.get("metadata") or {}
+    owner = manifests.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+    generation = meta.get("generation")
+    previous_status = state.last_status if state.last_status is not None else dict(body.get("status") or {})
+
+    parsed = parse(body.get("spec"))
+    name_problem = naming.consumer_name_problem(owner.name)
+    if name_problem is not None:
+        parsed = SpecError("metadata.name", name_problem)
+    if isinstance(parsed, SpecError):
+        emitted = [] if parsed == state.spec_error else [Event(events.WARNING, "InvalidSpec", str(parsed))]
+        state.spec_error = parsed
+        observation = status.Observation(owner.name, generation, now, spec_error=parsed)
+        new_status = status.build(observation, previous_status)
+        _write_status(kube, owner, state, previous_status, new_status, now)
+        return PollResult(DEFAULT_POLL_INTERVAL_SECONDS, emitted, new_status)
+    state.spec_error = None
+    spec = parsed
+
+    interval = spec.lookupd.poll_interval_seconds
+    found = lookup(spec.lookupd.http_addresses, spec.topic, cache, max_age=interval / 2)
+    emitted = events.for_lookup(state.failing_lookupds, found)
+    state.failing_lookupds = frozenset(f.lookupd for f in found.failures)
+
+    try:
+        listed = kube.list_workers(owner.namespace, owner.name)
+        deployments = [d for d in listed if manifests.owned_by(d, owner.uid)]
+    except KubeError as error:
+        log.warning("%s/%s: %s", owner.namespace, owner.name, error)
+        observation = status.Observation(owner.name, generation, now, lookup=found, failures=(str(error),))
+        new_status = status.build(observation, previous_status)
+        _write_status(kube, owner, state, previous_status, new_status, now)
+        return PollResult(interval, emitted, new_status)
+
+    records = state.records if state.records is not None else status.records_from_status(previous_status)
+    target = Target(
+        name=lambda address: naming.worker_name(owner.name, address),
+        fingerprint=lambda address: manifests.fingerprint(owner, spec, address),
+        replicas=spec.replicas,
+    )
+    planned = plan(found.producers, map(manifests.read_worker, deployments), records, target, now,
+                   timedelta(seconds=spec.nsqd_removal_grace_seconds))
+    emitted += events.for_held_deletions(state.held, planned.deletions_held)
+    state.held = planned.deletions_held
+
+    by_name = {d["metadata"]["name"]: d for d in deployments}
+    kept = {r.address: r for r in planned.nsqds}
+    failures: list[str] = []
+    for action in planned.actions:
+        changed, problem = _execute(kube, owner, spec, action, by_name)
+        if problem is not None:
+            failures.append(problem)
+            if isinstance(action, Delete) and action.address and action.address in records:
+                kept[action.address] = records[action.address]  # keep its grace clock for the retry
+        if (changed and problem is None) or (problem is not None and problem not in state.failures):
+            emitted.append(events.for_action(action, problem))
+    state.failures = tuple(failures)
+    state.records = kept
+
+    observation = status.Observation(
+        owner.name, generation, now, lookup=found, plan=_with_records(planned, kept), replicas=spec.replicas,
+        paused=spec.paused, ready={name: manifests.ready_replicas(d) for name, d in by_name.items()},
+        failures=tuple(failures),
+    )
+    new_status = status.build(observation, previous_status)
+    _write_status(kube, owner, state, previous_status, new_status, now)
+    return PollResult(interval, emitted, new_status)
+
+
+def _execute(kube: Kube, owner: manifests.Owner, spec: ConsumerSpec, action: Action,
+             existing: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str | None]:
+    """Carry out one action: whether it changed anything, and the error as a sentence if it failed.
+
+    A create that meets an existing Deployment (another operator, or a retry) changed nothing.
+    """
+    changed = True
+    try:
+        match action:
+            case Create():
+                changed = kube.create(manifests.deployment(owner, spec, action.address))
+            case Update():
+                kube.replace(existing[action.name], manifests.deployment(owner, spec, action.address))
+            case Scale():
+                kube.scale(owner.namespace, action.name, action.replicas)
+            case Delete():
+                uid = existing.get(action.name, {}).get("metadata", {}).get("uid")
+                kube.delete(owner.namespace, action.name, uid)
+    except KubeError as error:
+        log.warning("%s/%s: %s", owner.namespace, owner.name, error)
+        return False, str(error)
+    log.info("%s/%s: %s%s", owner.namespace, owner.name, action, "" if changed else " (already done)")
+    return changed, None
+
+
+def _with_records(planned: Plan, kept: Mapping[str, NsqdRecord]) -> Plan:
+    """The plan with the nsqd records that survived execution (a failed delete keeps its record)."""
+    return replace(planned, nsqds=tuple(kept[a] for a in sorted(kept)))
+
+
+def _write_status(kube: Kube, owner: manifests.Owner, state: ConsumerState, previous: Mapping[str, Any],
+                  new: dict[str, Any], now: datetime) -> None:
+    if not status.needs_write(previous, new, now):
+        return
+    try:
+        kube.patch_status(owner.namespace, owner.name, new)
+    except KubeError as error:
+        log.warning("%s/%s: %s", owner.namespace, owner.name, error)
+        return
+    state.last_status = {**previous, **new}
+

@@ -1,0 +1,191 @@
+"""The NsqConsumer's status and conditions, built from one poll's observations. Pure.
+
+Conditions follow the Kubernetes convention (a list-map keyed by `type`; `lastTransitionTime` moves
+only when `status` flips). The status also carries the planner's grace memory (`nsqds[].missingSince`)
+so an operator restart does not restart the grace clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from nsq_operator import naming
+from nsq_operator.lookupd import Lookup
+from nsq_operator.plan import NsqdRecord, Plan
+from nsq_operator.spec import SpecError
+
+READY = "Ready"
+LOOKUPD_REACHABLE = "LookupdReachable"
+SPEC_VALID = "SpecValid"
+CONDITION_TYPES = (READY, LOOKUPD_REACHABLE, SPEC_VALID)
+
+# Only-timestamp changes are written at most this often, so a steady consumer costs one status
+# write a minute rather than one per poll.
+STATUS_REFRESH = timedelta(seconds=60)
+# Fields that change on every poll without meaning anything changed.
+VOLATILE_FIELDS = ("lastLookupTime",)
+VOLATILE_NSQD_FIELDS = ("lastSeen",)
+
+
+def timestamp(when: datetime) -> str:
+    """RFC 3339 in UTC with second precision, the way Kubernetes writes times."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one poll learned, as the status builder needs it."""
+
+    consumer: str
+    generation: int | None
+    now: datetime
+    spec_error: SpecError | None = None
+    lookup: Lookup | None = None
+    plan: Plan | None = None
+    replicas: int = 1  # desired replicas per nsqd (0 when paused)
+    paused: bool = False
+    ready: Mapping[str, int] = field(default_factory=dict)  # ready replicas by Deployment name
+    failures: tuple[str, ...] = ()  # API calls that failed this poll
+
+
+def records_from_status(status: Mapping[str, Any] | None) -> dict[str, NsqdRecord]:
+    """The planner's memory as a previous poll left it in the status."""
+    records: dict[str, NsqdRecord] = {}
+    for entry in (status or {}).get("nsqds") or []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("address"), str):
+            address = entry["address"]
+            records[address] = NsqdRecord(address, parse_timestamp(entry.get("lastSeen")),
+                                          parse_timestamp(entry.get("missingSince")))
+    return records
+
+
+def build(observation: Observation, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The status to write. With an invalid spec only the conditions move; the rest is left as it was."""
+    previous = previous or {}
+    obs = observation
+    status: dict[str, Any] = {"observedGeneration": obs.generation}
+    if obs.plan is not None:
+        nsqds = [_nsqd_entry(obs, record) for record in obs.plan.nsqds]
+        status |= {
+            "nsqdCount": len(nsqds),
+            "desiredWorkers": len(nsqds) * obs.replicas,
+            "readyWorkers": sum(entry["readyReplicas"] for entry in nsqds),
+            "lastLookupTime": timestamp(obs.now),
+            "nsqds": nsqds,
+        }
+    conditions = {c["type"]: c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
+    fresh = [_spec_valid(obs), *_lookupd_reachable(obs), _ready(obs, status)]
+    for type_, state, reason, message in fresh:
+        conditions[type_] = _condition(conditions.get(type_), type_, state, reason, message, obs)
+    status["conditions"] = [conditions[t] for t in CONDITION_TYPES if t in conditions]
+    return status
+
+
+def needs_write(previous: Mapping[str, Any] | None, new: Mapping[str, Any], now: datetime,
+                refresh: timedelta = STATUS_REFRESH) -> bool:
+    """Whether `new` says something `previous` does not, or `previous` is getting stale."""
+    if previous is None:
+        return True
+    merged = {**previous, **new}
+    if _steady(merged) != _steady(previous):
+        return True
+    if "lastLookupTime" not in new:
+        return False
+    last = parse_timestamp(previous.get("lastLookupTime"))
+    return last is None or now - last >= refresh
+
+
+def _steady(status: Mapping[str, Any]) -> dict[str, Any]:
+    steady = {k: v for k, v in status.items() if k not in VOLATILE_FIELDS}
+    if isinstance(steady.get("nsqds"), list):
+        steady["nsqds"] = [
+            {k: v for k, v in entry.items() if k not in VOLATILE_NSQD_FIELDS}
+            if isinstance(entry, Mapping) else entry
+            for entry in steady["nsqds"]
+        ]
+    return steady
+
+
+def _nsqd_entry(obs: Observation, record: NsqdRecord) -> dict[str, Any]:
+    name = naming.worker_name(obs.consumer, record.address)
+    entry: dict[str, Any] = {
+        "address": record.address, "deployment": name, "readyReplicas": obs.ready.get(name, 0),
+    }
+    if record.last_seen is not None:
+        entry["lastSeen"] = timestamp(record.last_seen)
+    if record.missing_since is not None:
+        entry["missingSince"] = timestamp(record.missing_since)
+    return entry
+
+
+Fresh = tuple[str, str, str, str]  # type, status, reason, message
+
+
+def _spec_valid(obs: Observation) -> Fresh:
+    if obs.spec_error is not None:
+        return SPEC_VALID, "False", "InvalidSpec", str(obs.spec_error)
+    return SPEC_VALID, "True", "Valid", "The spec is valid."
+
+
+def _lookupd_reachable(obs: Observation) -> Iterable[Fresh]:
+    if obs.lookup is None:
+        return []  # not asked this poll (invalid spec): keep what we knew
+    total = len(obs.lookup.answers)
+    failures = obs.lookup.failures
+    detail = "; ".join(f"{f.lookupd}: {f.reason}" for f in failures)
+    if not failures:
+        return [(LOOKUPD_REACHABLE, "True", "AllReachable", f"All {total} nsqlookupd answered.")]
+    if obs.lookup.reachable:
+        return [(LOOKUPD_REACHABLE, "True", "PartiallyReachable",
+                 f"{total - len(failures)} of {total} nsqlookupd answered; {detail}")]
+    return [(LOOKUPD_REACHABLE, "False", "Unreachable",
+             f"No nsqlookupd answered, so no worker is removed; {detail}")]
+
+
+def _ready(obs: Observation, status: Mapping[str, Any]) -> Fresh:
+    if obs.spec_error is not None:
+        return READY, "False", "InvalidSpec", str(obs.spec_error)
+    if obs.failures:
+        return READY, "False", "ReconcileFailed", "; ".join(obs.failures)
+    if obs.lookup is not None and not obs.lookup.reachable:
+        return READY, "Unknown", "LookupdUnreachable", "The nsqd set is unknown while no nsqlookupd answers."
+    if obs.paused:
+        return READY, "False", "Paused", "The consumer is paused: every worker is scaled to 0."
+    count = status.get("nsqdCount", 0)
+    desired, ready = status.get("desiredWorkers", 0), status.get("readyWorkers", 0)
+    if count == 0:
+        return READY, "True", "NoProducers", "nsqlookupd lists no nsqd for the topic, so no worker is needed."
+    if ready < desired:
+        return READY, "False", "WorkersNotReady", f"{ready} of {desired} workers ready for {count} nsqd."
+    return READY, "True", "AllWorkersReady", f"{ready} of {desired} workers ready for {count} nsqd."
+
+
+def _condition(previous: Mapping[str, Any] | None, type_: str, state: str, reason: str, message: str,
+               obs: Observation) -> dict[str, Any]:
+    kept = previous.get("lastTransitionTime") if previous and previous.get("status") == state else None
+    return {
+        "type": type_,
+        "status": state,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": kept or timestamp(obs.now),
+        "observedGeneration": obs.generation,
+    }
+
+
+def condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
+    """One condition of a status, by type."""
+    conditions: Sequence[Mapping[str, Any]] = (status or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == type_), None)

@@ -1,0 +1,123 @@
+"""Asking real nsqlookupd: the producers of a topic, their union, and failures that stay values."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from nsq_operator.lookupd import LookupCache, LookupFailure, Producers, lookup, query
+from tests.rig.nsq import NsqCluster
+from tests.rig.procs import free_port
+
+
+@pytest.fixture
+def garbage_server() -> Iterator[str]:
+    """An HTTP server that answers /lookup the way broken proxies and half-dead hosts do."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            kind = self.path.split("topic=")[-1]
+            status, body = {
+                "html": (200, b"<html><body>Welcome to nginx!</body></html>"),
+                "truncated": (200, b'{"channels":[],"producers":[{"broadcast_address":"10.0'),
+                "bad-gateway": (502, b"<html>502 Bad Gateway</html>"),
+            }[kind]
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html" if body.startswith(b"<") else "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("nsq_cluster", [{"nsqd": 2, "lookupd": 2}], indirect=True)
+def test_producers_are_the_union_over_every_lookupd(nsq_cluster: NsqCluster) -> None:
+    for nsqd in nsq_cluster.nsqds:
+        nsqd.create_topic("orders")
+    expected = frozenset(nsqd.tcp_address for nsqd in nsq_cluster.nsqds)
+    nsq_cluster.wait_for_producers("orders", sorted(expected))
+
+    result = lookup(nsq_cluster.lookupd_http_urls, "orders")
+    assert result.failures == ()
+    assert result.producers == expected
+    assert all(isinstance(a, Producers) and a.addresses == expected for a in result.answers)
+
+    nsq_cluster.lookupds[1].process.stop()  # one lookupd down: the other still answers
+    partial = lookup(nsq_cluster.lookupd_http_urls, "orders")
+    assert partial.reachable
+    assert partial.producers == expected
+    assert [f.lookupd for f in partial.failures] == [nsq_cluster.lookupds[1].http_url]
+
+    nsq_cluster.lookupds[0].process.stop()  # all down: unknown, never "no producers"
+    down = lookup(nsq_cluster.lookupd_http_urls, "orders")
+    assert not down.reachable
+    assert down.producers is None
+    assert all("ConnectionError" in f.reason and " at 0x" not in f.reason for f in down.failures)
+
+
+def test_an_unknown_topic_has_no_producers_and_is_not_an_error(nsq_cluster: NsqCluster) -> None:
+    answer = query(nsq_cluster.lookupd_http_urls[0], "never-created")
+    assert answer == Producers(nsq_cluster.lookupd_http_urls[0], frozenset())
+
+
+def test_a_stopped_nsqd_leaves_the_producers(nsq_cluster: NsqCluster) -> None:
+    for nsqd in nsq_cluster.nsqds:
+        nsqd.create_topic("orders")
+    nsq_cluster.wait_for_producers("orders", [n.tcp_address for n in nsq_cluster.nsqds])
+    nsq_cluster.nsqds[1].stop()
+    nsq_cluster.wait_for_producers("orders", [nsq_cluster.nsqds[0].tcp_address])
+    remaining = frozenset({nsq_cluster.nsqds[0].tcp_address})
+    assert lookup(nsq_cluster.lookupd_http_urls, "orders").producers == remaining
+
+
+@pytest.mark.parametrize(("kind", "says"), [
+    ("html", "not JSON"), ("truncated", "not JSON"), ("bad-gateway", "HTTP 502"),
+])
+def test_garbage_from_a_lookupd_is_a_failure_value(garbage_server: str, kind: str, says: str) -> None:
+    answer = query(garbage_server, kind)
+    assert isinstance(answer, LookupFailure)
+    assert says in answer.reason
+
+
+def test_nothing_listening_is_a_failure_value() -> None:
+    answer = query(f"http://127.0.0.1:{free_port()}", "orders", timeout=2)
+    assert isinstance(answer, LookupFailure)
+    assert "ConnectionError" in answer.reason
+
+
+def test_garbage_next_to_a_real_lookupd_still_gives_its_producers(nsq_cluster: NsqCluster,
+                                                                  garbage_server: str) -> None:
+    nsq_cluster.nsqds[0].create_topic("html")
+    nsq_cluster.wait_for_producers("html", [nsq_cluster.nsqds[0].tcp_address])
+    result = lookup([garbage_server, *nsq_cluster.lookupd_http_urls], "html")
+    assert result.producers == frozenset({nsq_cluster.nsqds[0].tcp_address})
+    assert [f.lookupd for f in result.failures] == [garbage_server]
+
+
+def test_the_cache_shares_one_request_between_consumers(nsq_cluster: NsqCluster) -> None:
+    nsq_cluster.nsqds[0].create_topic("orders")
+    nsq_cluster.wait_for_producers("orders", [nsq_cluster.nsqds[0].tcp_address])
+    asked: list[str] = []
+
+    def counting(lookupd: str, topic: str) -> Producers | LookupFailure:
+        asked.append(topic)
+        return query(lookupd, topic)
+
+    cache = LookupCache(ttl=30.0, fetch=counting)
+    results = [lookup(nsq_cluster.lookupd_http_urls, "orders", cache) for _ in range(3)]
+    assert asked == ["orders"]
+    assert all(r.producers == frozenset({nsq_cluster.nsqds[0].tcp_address}) for r in results)
