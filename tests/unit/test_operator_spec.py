@@ -130,7 +130,6 @@ def test_crd_defaults_equal_the_operator_defaults() -> None:
     assert schema["properties"]["paused"]["default"] is False
     assert schema["properties"]["worker"]["default"] == {}
     expected = {
-        "image": spec_module.DEFAULT_IMAGE,
         "maxInFlight": spec_module.DEFAULT_MAX_IN_FLIGHT,
         "concurrency": spec_module.DEFAULT_CONCURRENCY,
         "maxAttempts": spec_module.DEFAULT_MAX_ATTEMPTS,
@@ -141,6 +140,7 @@ def test_crd_defaults_equal_the_operator_defaults() -> None:
         "resources": spec_module.DEFAULT_RESOURCES,
     }
     assert {key: worker[key]["default"] for key in expected} == expected
+    assert "default" not in worker["image"], "the operator's NSQ_OPERATOR_DEFAULT_WORKER_IMAGE decides"
     assert worker["auth"]["properties"]["key"]["default"] == spec_module.DEFAULT_AUTH_KEY
     assert worker["tls"]["properties"]["verify"]["default"] is True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -51,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
     kopf.configure(verbose=args.verbose, debug=args.debug)
     if not (args.verbose or args.debug):
-        logging.getLogger().setLevel(logging.INFO)
+        # The chart's logLevel arrives as NSQ_OPERATOR_LOG_LEVEL (debug, info, warning, error).
+        level = os.environ.get("NSQ_OPERATOR_LOG_LEVEL", "info").upper()
+        logging.getLogger().setLevel(getattr(logging, level, logging.INFO))
     liveness = None if args.liveness in ("", "none") else args.liveness
     kopf.run(
         clusterwide=not args.namespace,

@@ -8,6 +8,7 @@ exception, so a bad spec becomes a status condition instead of a crash loop.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,9 @@ from typing import Any
 
 # Equal to the worker's own defaults (nsq_worker.settings) where it has one, and to the CRD's
 # defaults in deploy/crds/nsqconsumers.nsqoperator.dev.yaml (a unit test checks those).
-DEFAULT_IMAGE = "nsq-operator/worker:0.1.0"
+# The worker image when spec.worker.image is empty: the chart sets it (worker.defaultImage) so one
+# operator release and its worker image travel together. Read once, at start-up.
+DEFAULT_IMAGE = os.environ.get("NSQ_OPERATOR_DEFAULT_WORKER_IMAGE") or "nsq-operator/worker:0.1.0"
 DEFAULT_POLL_INTERVAL_SECONDS = 10
 DEFAULT_REMOVAL_GRACE_SECONDS = 300
 DEFAULT_MAX_IN_FLIGHT = 200
