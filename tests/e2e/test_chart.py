@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 import yaml
 
+from tests.rig.helm import CHART, KUBE_VERSION, helm
 from tests.rig.kube import KubeCluster
-from tests.rig.tools import PROJECT_ROOT, binary
+from tests.rig.tools import PROJECT_ROOT
 
-CHART = PROJECT_ROOT / "deploy" / "helm" / "nsq-operator"
 CRD_SOURCE = PROJECT_ROOT / "deploy" / "crds" / "nsqconsumers.nsqoperator.dev.yaml"
-KUBE_VERSION = "1.36.3"
-
-
-def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}
-    result = subprocess.run(
-        [binary("helm"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(PROJECT_ROOT / ".rig" / "helm-home"), **env},
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def test_chart_ships_the_same_crd_as_deploy_crds() -> None:

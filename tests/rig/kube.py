@@ -7,6 +7,7 @@ pods are scheduled and report Running without a kubelet or a container runtime.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -246,6 +247,29 @@ class KubeCluster:
         if check and result.returncode != 0:
             raise RigError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
+
+    def service_account_kubeconfig(self, namespace: str, account: str, path: Path) -> Path:
+        """A kubeconfig that acts as a ServiceAccount (a bound token), with the CA embedded.
+
+        Readable by anyone (mode 644) so a container's non-root user can use it: it holds no admin key.
+        """
+        token = self.kubectl("create", "token", account, "-n", namespace, "--duration=2h").stdout.strip()
+        ca = base64.b64encode(self.pki.ca_cert.read_bytes()).decode()
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "rig", "cluster": {"server": self.server, "certificate-authority-data": ca}}
+            ],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [
+                {"name": account, "context": {"cluster": "rig", "user": account, "namespace": namespace}}
+            ],
+            "current-context": account,
+        }
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o644)
+        return path
 
     def apply(self, obj: dict[str, Any]) -> None:
         self.kubectl("apply", "-f", "-", input=json.dumps(obj))
