@@ -131,7 +131,7 @@ def test_operator_reconciles_end_to_end_with_its_service_account_token(
 
         def reconciled() -> bool:
             status = kube_cluster.get_json("nsqc", "orders", "-n", kube_namespace).get("status", {})
-            return status.get("nsqdCount") == 2 and status.get("readyWorkers") == 2
+            return bool(status.get("nsqdCount") == 2 and status.get("readyWorkers") == 2)
 
         kube_cluster.wait_for(reconciled, timeout=60, what="two ready workers in the status")
         deployments = kube_cluster.get_json(
