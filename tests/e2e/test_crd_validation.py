@@ -1,0 +1,105 @@
+"""Bad NsqConsumers are refused by the real API server, with a message that names the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rig.kube import KubeCluster
+from tests.rig.tools import PROJECT_ROOT
+
+CRD = PROJECT_ROOT / "deploy" / "crds" / "nsqconsumers.nsqoperator.dev.yaml"
+
+GOOD: dict[str, Any] = {
+    "apiVersion": "nsqoperator.dev/v1alpha1",
+    "kind": "NsqConsumer",
+    "metadata": {"name": "good"},
+    "spec": {"topic": "events", "channel": "archive", "lookupd": {"httpAddresses": ["http://lookupd:4161"]}},
+}
+
+
+def changed(path: str, value: Any) -> dict[str, Any]:
+    """GOOD with one dotted path set to `value` (or removed, for the DELETE marker)."""
+    body = copy.deepcopy(GOOD)
+    *parents, leaf = path.split(".")
+    node = body
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return body
+
+
+DELETE = object()
+
+# (what is wrong, the body, what the API server's message must name)
+BAD = [
+    ("missing topic", changed("spec.topic", DELETE), "spec.topic"),
+    ("missing channel", changed("spec.channel", DELETE), "spec.channel"),
+    ("missing lookupd", changed("spec.lookupd", DELETE), "spec.lookupd"),
+    ("topic with a space", changed("spec.topic", "not a topic"), "spec.topic"),
+    ("topic too long", changed("spec.topic", "t" * 65), "spec.topic"),
+    ("empty topic", changed("spec.topic", ""), "spec.topic"),
+    ("channel with a slash", changed("spec.channel", "a/b"), "spec.channel"),
+    ("no lookupd address", changed("spec.lookupd.httpAddresses", []), "spec.lookupd.httpAddresses"),
+    ("lookupd without scheme", changed("spec.lookupd.httpAddresses", ["lookupd:4161"]), "httpAddresses[0]"),
+    ("lookupd over tcp", changed("spec.lookupd.httpAddresses", ["tcp://lookupd:4160"]), "httpAddresses[0]"),
+    (
+        "zero poll interval",
+        changed("spec.lookupd.pollIntervalSeconds", 0),
+        "spec.lookupd.pollIntervalSeconds",
+    ),
+    ("negative grace", changed("spec.nsqdRemovalGraceSeconds", -1), "spec.nsqdRemovalGraceSeconds"),
+    (
+        "max in flight over nsqd's max RDY",
+        changed("spec.worker", {"maxInFlight": 2501}),
+        "spec.worker.maxInFlight",
+    ),
+    ("max in flight zero", changed("spec.worker", {"maxInFlight": 0}), "spec.worker.maxInFlight"),
+    ("zero concurrency", changed("spec.worker", {"concurrency": 0}), "spec.worker.concurrency"),
+    (
+        "msg timeout beyond nsqd's 15 min",
+        changed("spec.worker", {"msgTimeoutSeconds": 901}),
+        "msgTimeoutSeconds",
+    ),
+    ("health port out of range", changed("spec.worker", {"healthPort": 70000}), "spec.worker.healthPort"),
+    ("paused as a string", changed("spec.paused", "yes"), "spec.paused"),
+    ("image empty", changed("spec.worker", {"image": ""}), "spec.worker.image"),
+    ("tls without a secret", changed("spec.worker", {"tls": {}}), "secretName"),
+    ("auth without a secret", changed("spec.worker", {"auth": {"key": "secret"}}), "secretName"),
+    ("unknown field", changed("spec.topics", ["a"]), "spec.topics"),
+    ("name too long for a label", changed("metadata.name", "n" * 64), "63"),
+]
+
+
+@pytest.fixture(scope="module")
+def crd(kube_cluster: KubeCluster) -> Path:
+    kube_cluster.kubectl("apply", "-f", str(CRD))
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/nsqconsumers.nsqoperator.dev"
+    )
+    return CRD
+
+
+def test_the_good_consumer_is_accepted(crd: Path, kube_cluster: KubeCluster, kube_namespace: str) -> None:
+    result = kube_cluster.kubectl(
+        "apply", "--dry-run=server", "-n", kube_namespace, "-f", "-", input=json.dumps(GOOD)
+    )
+    assert "(server dry run)" in result.stdout
+
+
+@pytest.mark.parametrize(("case", "body", "names"), BAD, ids=[case for case, _, _ in BAD])
+def test_a_bad_consumer_is_refused_naming_the_field(
+    crd: Path, kube_cluster: KubeCluster, kube_namespace: str, case: str, body: dict[str, Any], names: str
+) -> None:
+    result = kube_cluster.kubectl(
+        "apply", "--dry-run=server", "-n", kube_namespace, "-f", "-", input=json.dumps(body), check=False
+    )
+    assert result.returncode != 0, f"{case}: accepted"
+    assert names in result.stderr, f"{case}: {result.stderr}"
