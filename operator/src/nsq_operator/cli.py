@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -63,8 +64,18 @@ def run(args: argparse.Namespace) -> int:
         peering_name=args.peering,
         priority=args.priority,
         liveness_endpoint=liveness,
+        identity=_identity(),  # type: ignore[arg-type]  # kopf.Identity is a NewType of str, not exported
     )
     return 0
+
+
+def _identity() -> str:
+    """Who this operator is among peers: the pod's hostname and pid.
+
+    kopf's default asks the password database for the user's name, which an arbitrary non-root UID
+    (the norm under restricted pod security) does not have.
+    """
+    return f"nsq-operator@{socket.gethostname()}/{os.getpid()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
