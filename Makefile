@@ -60,7 +60,7 @@ demo: deps ## The demo: local mode, one worker process per nsqd, nsqds joining a
 	$(PY) -m demo local
 
 demo-kube: deps ## The demo on the local Kubernetes control plane with the operator
-	@echo "The Kubernetes demo is not ready yet (issue 5/7)."
+	$(PY) -m demo kube
 
 bench: deps ## Run the benchmarks and write BENCHMARKS.md
 	@echo "The benchmarks are not built yet (issue 6/7)."

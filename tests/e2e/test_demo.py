@@ -22,3 +22,17 @@ def test_local_demo_shows_workers_following_the_nsqds_and_ends_cleanly() -> None
     assert re.search(r"[1-9][0-9]* msg/s", out), "messages flowed"
     assert out.count("stopped (exit 0)") == 4
     assert "Local mode exited with status 0" in out
+
+
+def test_kube_demo_shows_deployments_following_the_nsqds_and_ends_cleanly() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "demo", "kube", "--short"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert re.search(r"demo\s+demo\s+workers\s+3\s+3\s+AllWorkersReady", out), out[-4000:]
+    assert re.search(r"demo\s+demo\s+workers\s+4\s+", out), out[-4000:]
+    assert out.count("DeploymentCreated") == 4
+    assert "DeploymentDeleted" in out
+    assert 'release "nsq-operator" uninstalled' in out
