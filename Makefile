@@ -38,7 +38,7 @@ lint: $(UV) ## ruff, mypy and hadolint
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	.venv/bin/hadolint Dockerfile
+	.venv/bin/hadolint Dockerfile examples/worker-image/Dockerfile
 
 fmt: ## Format the code
 	.venv/bin/ruff format .
