@@ -1,0 +1,565 @@
+"""NsqProcessWorker: gnsq_mp's API on a consumer built for one nsqd and many messages a second.
+
+Subclass it, define `handle_message(self, reader, message)`, call `MyWorker.run(block=True)`.
+Returning finishes the message; raising requeues it with a growing delay; past max attempts the
+`give_up` hook runs. Handlers run in a bounded pool of long-lived greenlets that drain a queue the
+reader fills in batches, so a no-op handler costs a few microseconds and a slow one never stops
+the reader from answering heartbeats.
+"""
+
+from __future__ import annotations
+
+import nsq_worker._patch  # noqa: F401
+
+# isort: split
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import gevent
+from gevent.event import Event
+from gevent.hub import Waiter, get_hub
+from gevent.pywsgi import WSGIServer
+from gnsq.errors import NSQRequeueMessage
+
+from nsq_worker import health, metrics
+from nsq_worker.backoff import Action, BackoffState, requeue_delay
+from nsq_worker.connection import ConnectionLostError, PublishError, Session, connect, make_ssl_context
+from nsq_worker.message import Message
+from nsq_worker.settings import Settings
+
+log = logging.getLogger("nsq_worker")
+
+# A worker that has run handlers for this long without yielding lets the reader and writer run,
+# so CPU-bound handlers still get their FINs out and heartbeats answered.
+TIME_SLICE = 0.02
+RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+CLOSE_TIMEOUT = 3.0
+BODY_PREVIEW = 512
+
+
+class NsqProcessWorker:
+    """Consume one topic/channel from one nsqd. Override `handle_message`; maybe `give_up`."""
+
+    #: gnsq_mp exposed the running instance's reader as a class attribute; kept for old handlers.
+    reader: ClassVar[NsqProcessWorker | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = settings.topic
+        self.channel = settings.channel
+        self.nsqd_tcp_address = settings.nsqd_tcp_address
+        self.nsqd_addr = settings.nsqd_tcp_address  # gnsq_mp's name
+        self.metrics = metrics.Metrics()
+        self.session: Session | None = None
+        self.state = "connecting"
+        self.exit_code = 0
+
+        self._queue: deque[Message] = deque()
+        self._idle: list[Waiter] = []
+        self._workers = 0
+        self._running = 0
+        self._wake_scheduled = False
+        self._loop = get_hub().loop
+        self._backoff = BackoffState(base=settings.requeue_delay, cap=settings.backoff_cap)
+        self._backoff_timer: gevent.Greenlet | None = None
+        self._draining = False
+        self._stop_requested = Event()
+        self._stopped = Event()
+        self._started_at = time.monotonic()
+        self._last_frame_at = self._started_at
+        self._ssl_context = make_ssl_context(settings) if settings.tls else None
+        self._health_server: WSGIServer | None = None
+        self._greenlets: list[gevent.Greenlet] = []
+
+    # -- what subclasses override -------------------------------------------------------------
+
+    def handle_message(self, reader: NsqProcessWorker, message: Message) -> None:
+        """Handle one message. Return to finish it, raise to requeue it (gnsq_mp's signature)."""
+        raise NotImplementedError(f"{type(self).__name__} must define handle_message(self, reader, message)")
+
+    def give_up(self, message: Message) -> None:
+        """A message failed max_attempts times. Log it and dead-letter it; then it is finished.
+
+        Raise to keep the message instead (it is requeued and comes back here later).
+        """
+        log.error(
+            "giving up on message %s after %d attempts",
+            message.message_id,
+            message.attempts,
+            extra={
+                "message_id": message.message_id,
+                "attempts": message.attempts,
+                "body": message.body[:BODY_PREVIEW].decode("utf-8", "backslashreplace"),
+                "dead_letter_topic": self.settings.dead_letter_topic,
+            },
+        )
+        if self.settings.dead_letter_topic:
+            self.publish(self.settings.dead_letter_topic, message.body)
+
+    def setup(self) -> None:
+        """Runs once before connecting (open clients, warm caches). Raising stops the worker."""
+
+    def teardown(self) -> None:
+        """Runs once after the connection is closed on shutdown."""
+
+    # -- running ------------------------------------------------------------------------------
+
+    @classmethod
+    def run(
+        cls,
+        block: bool = True,
+        argv: Sequence[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> NsqProcessWorker:
+        """Read settings from the command line and environment, start, and (block=True) serve until a
+        signal; then exit the process with the worker's status. block=False returns the started worker.
+        """
+        from nsq_worker.cli import run_class  # the cli imports this module
+
+        return run_class(cls, argv, environ, block=block)
+
+    def start(self) -> None:
+        """Start the health server, the connection and the toucher in the background."""
+        NsqProcessWorker.reader = self
+        settings = self.settings
+        self.setup()
+        if settings.health_port:
+            self._health_server = health.serve(settings.health_host, settings.health_port, self)
+            log.info(
+                "health and metrics on http://%s:%d", settings.health_host, self._health_server.server_port,
+                extra={"port": self._health_server.server_port},
+            )  # fmt: skip
+        self._greenlets.append(gevent.spawn(self._connection_loop))
+        self._greenlets.append(gevent.spawn(self._touch_loop))
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT drain and exit 0; a second one exits at once."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._draining:
+            log.warning("second %s: exiting now; nsqd redelivers what is still in flight", name)
+            logging.shutdown()
+            os._exit(128 + signum)
+        log.info("%s: draining", name, extra={"signal": name})
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop taking messages, let running handlers finish within the drain timeout, close.
+
+        Returns at once; `join()` waits.
+        """
+        if self._draining:
+            return
+        self._draining = True
+        self.state = "draining"
+        self._stop_requested.set()
+        gevent.spawn(self._drain)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has stopped."""
+        return bool(self._stopped.wait(timeout))
+
+    @property
+    def port(self) -> int | None:
+        """The health server's port (useful with NSQ_HEALTH_PORT picked by the OS)."""
+        return self._health_server.server_port if self._health_server else None
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def publish(self, topic: str, body: bytes) -> None:
+        """PUB to `topic` on this worker's nsqd and wait for its OK (raises PublishError)."""
+        session = self.session
+        if session is None or session.closed:
+            raise PublishError("not connected to nsqd")
+        session.publish(topic, body)
+
+    # -- the connection -------------------------------------------------------------------------
+
+    def _connection_loop(self) -> None:
+        failures = 0
+        settings = self.settings
+        while not self._draining:
+            self.state = "connecting"
+            try:
+                session = connect(settings, self._ssl_context, self, self.metrics)
+            except Exception as error:
+                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+                failures += 1
+                self.state = "disconnected"
+                log.warning(
+                    "cannot subscribe on nsqd %s: %s; retrying in %.1fs",
+                    settings.nsqd_tcp_address, _describe(error), delay,
+                    extra={"retry_in": delay, "failures": failures},
+                )  # fmt: skip
+                self._stop_requested.wait(delay)
+                continue
+            if self._draining:
+                session.close_gracefully(CLOSE_TIMEOUT)
+                break
+            failures = 0
+            try:
+                self._attach(session)
+                session.run()
+            except ConnectionLostError as error:
+                log.warning("lost the connection to nsqd %s: %s", settings.nsqd_tcp_address, error)
+            except Exception:
+                log.exception("the connection to nsqd %s failed", settings.nsqd_tcp_address)
+                session.close("internal error")
+            self._detach(session)
+            if self._draining:
+                break
+            self.metrics.reconnects += 1
+            self._stop_requested.wait(RECONNECT_DELAYS[0])
+
+    def _attach(self, session: Session) -> None:
+        self.session = session
+        self.state = "subscribed"
+        self._backoff.reset()
+        self._cancel_backoff_timer()
+        if self.settings.max_in_flight > session.max_rdy_count:
+            log.warning(
+                "max in flight %d is above nsqd's --max-rdy-count %d; using %d",
+                self.settings.max_in_flight, session.max_rdy_count, session.max_rdy_count,
+            )  # fmt: skip
+        log.info(
+            "subscribed to %s/%s on nsqd %s",
+            self.topic, self.channel, self.nsqd_tcp_address,
+            extra={
+                "msg_timeout": session.msg_timeout,
+                "max_rdy_count": session.max_rdy_count,
+                "tls": self.settings.tls,
+                "compression": self.settings.compression,
+                "auth": session.auth_response is not None,
+            },
+        )  # fmt: skip
+        self._update_rdy()
+
+    def _detach(self, session: Session) -> None:
+        self._last_frame_at = session.last_frame_at
+        self.session = None
+        self._cancel_backoff_timer()
+        # Messages of the lost connection that never reached a handler: nsqd redelivers them.
+        self._queue.clear()
+        left = [m for m in session.in_flight.values() if not m._responded]
+        if left and not self._draining:
+            self.state = "disconnected"
+            log.warning(
+                "%d messages in flight on the lost connection; nsqd redelivers them after msg_timeout",
+                len(left), extra={"message_ids": [m.message_id for m in left[:50]]},
+            )  # fmt: skip
+
+    def _update_rdy(self) -> None:
+        session = self.session
+        if session is None or session.closed:
+            return
+        backoff = self._backoff
+        if self._draining or backoff.paused:
+            count = 0
+        elif backoff.level > 0:
+            count = 1
+        else:
+            count = self.settings.max_in_flight
+        session.watch_success = backoff.level > 0 and not backoff.paused
+        session.ready(count)
+        if not self._draining:
+            self.state = "backoff" if backoff.level > 0 else "subscribed"
+
+    # -- backoff (called by the session on results) --------------------------------------------
+
+    def result(self, success: bool) -> None:
+        action = self._backoff.success() if success else self._backoff.failure()
+        if action is Action.PAUSE:
+            pause = self._backoff.pause
+            log.info(
+                "backing off for %.2fs after failures (level %d)", pause, self._backoff.level,
+                extra={"backoff_seconds": pause, "backoff_level": self._backoff.level},
+            )  # fmt: skip
+            self._cancel_backoff_timer()
+            self._backoff_timer = gevent.spawn_later(pause, self._end_pause)
+            self._update_rdy()
+        elif action is Action.RESUME:
+            log.info("backoff over: back to RDY %d", self.settings.max_in_flight)
+            self._update_rdy()
+
+    def _end_pause(self) -> None:
+        self._backoff_timer = None
+        self._backoff.pause_over()
+        self._update_rdy()
+
+    def _cancel_backoff_timer(self) -> None:
+        if self._backoff_timer is not None:
+            self._backoff_timer.kill(block=False)
+            self._backoff_timer = None
+
+    # -- handlers -------------------------------------------------------------------------------
+
+    def deliver(self, messages: list[Message]) -> None:
+        """Called by the reader with every message of one read."""
+        if self._draining:
+            for message in messages:
+                self._requeue_now(message)
+            return
+        self._queue.extend(messages)
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            self._loop.run_callback(self._wake)
+
+    def _wake(self) -> None:
+        # Runs in the hub, i.e. only once the greenlet that scheduled it yields: when a handler blocks
+        # or the queue is drained. So a no-op batch is handled by one greenlet without a switch.
+        self._wake_scheduled = False
+        if not self._queue:
+            return
+        if self._idle:
+            self._idle.pop().switch(None)
+        elif self._workers < self.settings.concurrency:
+            self._workers += 1
+            gevent.spawn(self._work)
+
+    def _work(self) -> None:
+        try:
+            self._work_loop()
+        finally:
+            self._workers -= 1
+
+    def _work_loop(self) -> None:
+        queue = self._queue
+        idle = self._idle
+        perf = time.perf_counter
+        observe = self.metrics.handler_duration.observe
+        handle = self.handle_message
+        max_attempts = self.settings.max_attempts
+        slice_start = end = perf()
+        while True:
+            if not queue:
+                waiter = Waiter()
+                idle.append(waiter)
+                waiter.get()
+                slice_start = perf()
+                continue
+            message = queue.popleft()
+            if queue and not self._wake_scheduled:
+                self._wake_scheduled = True
+                self._loop.run_callback(self._wake)
+            try:
+                if message._responded:
+                    continue
+                if max_attempts and message.attempts > max_attempts:
+                    # Delivered again after its last attempt (it timed out, or another consumer requeued it).
+                    self._give_up(message)
+                    continue
+                self._running += 1
+                start = perf()
+                try:
+                    handle(self, message)
+                except (Exception, gevent.Timeout) as error:
+                    end = perf()
+                    self._running -= 1
+                    observe(end - start)
+                    self._failed(message, error)
+                else:
+                    end = perf()
+                    self._running -= 1
+                    observe(end - start)
+                    if not message._responded and not message._async:
+                        message._responded = True
+                        message._connection.finish(message)
+            except Exception:
+                # A bug here must not kill the pool greenlet; nsqd redelivers the message after its timeout.
+                log.exception(
+                    "internal error around message %s",
+                    message.message_id,
+                    extra={"message_id": message.message_id},
+                )
+                end = perf()
+            if end - slice_start > TIME_SLICE:
+                gevent.sleep(0)
+                slice_start = perf()
+
+    def _failed(self, message: Message, error: BaseException) -> None:
+        fields: dict[str, Any] = {"message_id": message.message_id, "attempts": message.attempts}
+        if message._responded:
+            log.error(
+                "handler raised after responding to message %s",
+                message.message_id,
+                exc_info=error,
+                extra=fields,
+            )
+            return
+        requested = isinstance(error, NSQRequeueMessage)
+        if not requested:
+            self.metrics.handler_errors += 1
+        max_attempts = self.settings.max_attempts
+        if max_attempts and message.attempts >= max_attempts:
+            log.error(
+                "handler failed on message %s, attempt %d of %d: giving up",
+                message.message_id, message.attempts, max_attempts, exc_info=error, extra=fields,
+            )  # fmt: skip
+            self._give_up(message)
+            return
+        settings = self.settings
+        delay = requeue_delay(message.attempts, settings.requeue_delay, settings.backoff_cap)
+        backoff = True
+        if requested:
+            backoff = True if error.backoff is None else bool(error.backoff)  # type: ignore[attr-defined]
+        log.warning(
+            "handler failed on message %s, attempt %d: requeued with a %.2fs delay",
+            message.message_id, message.attempts, delay,
+            exc_info=None if requested else error, extra={**fields, "delay": delay},
+        )  # fmt: skip
+        message._responded = True
+        message._connection.requeue(message, int(delay * 1000), backoff)
+
+    def _give_up(self, message: Message) -> None:
+        try:
+            self.give_up(message)
+        except (Exception, gevent.Timeout) as error:
+            settings = self.settings
+            delay = requeue_delay(message.attempts, settings.requeue_delay, settings.backoff_cap)
+            log.error(
+                "give-up hook failed for message %s; requeued with a %.2fs delay",
+                message.message_id, delay, exc_info=error,
+                extra={"message_id": message.message_id, "attempts": message.attempts, "delay": delay},
+            )  # fmt: skip
+            if not message._responded:
+                message._responded = True
+                message._connection.requeue(message, int(delay * 1000), False)
+            return
+        self.metrics.given_up += 1
+        if not message._responded:
+            message._responded = True
+            message._connection.finish(message)
+
+    def _requeue_now(self, message: Message) -> None:
+        if not message._responded:
+            message._responded = True
+            message._connection.requeue(message, 0, False)
+
+    # -- keeping long handlers' messages alive --------------------------------------------------
+
+    def _touch_loop(self) -> None:
+        while not self._stopped.is_set():
+            session = self.session
+            self._stopped.wait(max(0.2, session.msg_timeout / 4) if session is not None else 0.5)
+            session = self.session
+            if not self.settings.touch or session is None or session.closed:
+                continue
+            threshold = time.monotonic() - session.msg_timeout / 2
+            for message in list(session.in_flight.values()):
+                if not message._responded and message._touched_at <= threshold:
+                    session.touch(message)
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        try:
+            self._drain_session()
+        except Exception:
+            log.exception("draining failed")
+            self.exit_code = 1
+        try:
+            self.teardown()
+        except Exception:
+            log.exception("teardown failed")
+            self.exit_code = 1
+        if self._health_server is not None:
+            self._health_server.stop(timeout=1)
+        self.state = "closed"
+        log.info("stopped", extra=self._counts())
+        self._stopped.set()
+
+    def _drain_session(self) -> None:
+        self._cancel_backoff_timer()
+        self._update_rdy()
+        session = self.session
+        waiting = len(self._queue)
+        while self._queue:
+            self._requeue_now(self._queue.popleft())
+        if session is None or session.closed:
+            return
+        log.info(
+            "draining: RDY 0, %d queued messages requeued, waiting up to %.1fs for %d in flight",
+            waiting, self.settings.drain_timeout, len(session.in_flight),
+        )  # fmt: skip
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while session.in_flight and not session.closed and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if session.closed:
+            return
+        left = [message for message in session.in_flight.values() if not message._responded]
+        if left:
+            log.warning(
+                "drain timeout: requeueing %d messages whose handlers have not finished", len(left),
+                extra={"message_ids": [m.message_id for m in left[:50]]},
+            )  # fmt: skip
+            for message in left:
+                self._requeue_now(message)
+        session.close_gracefully(CLOSE_TIMEOUT)
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def last_frame_age(self) -> float:
+        session = self.session
+        last = session.last_frame_at if session is not None else self._last_frame_at
+        return time.monotonic() - last
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        age = self.last_frame_age()
+        limit = 2 * self.settings.heartbeat_interval + 1.0
+        return age < limit, {"state": self.state, "last_frame_age": round(age, 3), "limit": limit}
+
+    def readyz(self) -> tuple[bool, dict[str, Any]]:
+        session = self.session
+        connected = session is not None and not session.closed
+        return connected and not self._draining, {"state": self.state, "draining": self._draining}
+
+    def gauges(self) -> metrics.Gauges:
+        session = self.session
+        connected = session is not None and not session.closed
+        return metrics.Gauges(
+            in_flight=len(session.in_flight) if session is not None else 0,
+            queued=len(self._queue),
+            handlers_running=self._running,
+            concurrency=self.settings.concurrency,
+            max_in_flight=self.settings.max_in_flight,
+            rdy=session.rdy if session is not None and connected else 0,
+            connection_state=self.state,
+            connected=connected,
+            last_frame_age=self.last_frame_age(),
+            backoff_level=self._backoff.level,
+            draining=self._draining,
+        )
+
+    def metrics_text(self) -> str:
+        labels = {"topic": self.topic, "channel": self.channel, "nsqd": self.nsqd_tcp_address}
+        return metrics.render(self.metrics, self.gauges(), labels)
+
+    def _counts(self) -> dict[str, int]:
+        m = self.metrics
+        return {
+            "received": m.received,
+            "finished": m.finished,
+            "requeued": m.requeued,
+            "given_up": m.given_up,
+        }
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def exit_with(worker: NsqProcessWorker) -> None:
+    """Flush the logs and leave with the worker's status."""
+    logging.shutdown()
+    sys.exit(worker.exit_code)
