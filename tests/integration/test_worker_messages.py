@@ -102,7 +102,7 @@ def test_async_messages_are_finished_later_by_the_handler(
 ) -> None:
     nsqd = nsq_cluster.nsqds[0]
     nsqd.create_topic("work", "workers")
-    nsqd.publish("work", bodies(*[{"async": 0.5}] * 3))
+    nsqd.publish("work", bodies(*[{"async": 1.5}] * 3))
     worker = workers.start(nsqd, concurrency=1)
 
     wait_for(lambda: len(worker.records("start")) == 3, what="three handlers to return")
