@@ -105,7 +105,7 @@ def test_a_user_image_built_from_the_worker_image_runs_its_handler(
     docker(
         "run", "-d", "--name", container_name, "--network=host", *HARDENED,
         "-e", "NSQ_TOPIC=events", "-e", "NSQ_CHANNEL=archive", "-e", f"NSQD_TCP_ADDRESS={nsqd.tcp_address}",
-        "-e", f"NSQ_HEALTH_PORT={free_port()}", tag,
+        "-e", f"NSQ_HEALTH_PORT={free_port()}", "-e", "NSQ_HEALTH_HOST=127.0.0.1", tag,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while nsqd.channel_stats("events", "archive").get("message_count") != published or (

@@ -164,6 +164,7 @@ class WorkerFactory:
             "NSQ_TOPIC": topic,
             "NSQ_CHANNEL": channel,
             "NSQ_HEARTBEAT_INTERVAL": "1",
+            "NSQ_HEALTH_HOST": "127.0.0.1",  # the tests stay on loopback
             "NSQ_LOG_FORMAT": "json",
             "NSQ_LOG_LEVEL": "DEBUG",
             "PYTHONUNBUFFERED": "1",

@@ -53,6 +53,9 @@ class Nsqd:
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     process: Process | None = None
+    # nsqd listens for HTTPS on 0.0.0.0:4152 whenever TLS is configured unless told otherwise:
+    # always give it a loopback port of its own.
+    https_port: int = field(default_factory=free_port)
 
     @property
     def tcp_address(self) -> str:
@@ -69,6 +72,7 @@ class Nsqd:
             binary("nsqd"),
             f"--tcp-address=127.0.0.1:{self.tcp_port}",
             f"--http-address=127.0.0.1:{self.http_port}",
+            f"--https-address=127.0.0.1:{self.https_port}",
             "--broadcast-address=127.0.0.1",
             f"--data-path={self.data_path}",
             *(f"--lookupd-tcp-address={a}" for a in self.lookupd_tcp_addresses),
