@@ -1,4 +1,4 @@
-"""TLS (verified, with a client certificate), AUTH and deflate against a real nsqd."""
+"""TLS (verified, with a client certificate), AUTH, deflate and snappy against a real nsqd."""
 
 from __future__ import annotations
 
@@ -117,15 +117,16 @@ def test_tls_is_required_of_nsqd_when_asked_for(
 
 
 @NO_NSQD
-def test_deflate(nsq_cluster: NsqCluster, workers: WorkerFactory) -> None:
+@pytest.mark.parametrize("compression", ["deflate", "snappy"])
+def test_compression(nsq_cluster: NsqCluster, workers: WorkerFactory, compression: str) -> None:
     nsqd = nsq_cluster.add_nsqd()
     nsqd.create_topic("work", "workers")
     sent = [(f"compressible {i} " * 50).encode() for i in range(200)]
     nsqd.publish("work", sent)
-    worker = workers.start(nsqd, compression="deflate", max_in_flight=50)
+    worker = workers.start(nsqd, compression=compression, max_in_flight=50)
     wait_for(settled(nsqd, "work", "workers"))
     assert sorted(r["body"].encode() for r in worker.records("done")) == sorted(sent)
-    assert clients(nsqd, "work", "workers")[0]["deflate"] is True
+    assert clients(nsqd, "work", "workers")[0][compression] is True
 
 
 class _AuthHandler(BaseHTTPRequestHandler):
