@@ -10,7 +10,7 @@ PY := .venv/bin/python
 APT_PACKAGES := docker.io debootstrap openssl redis-server ca-certificates
 export NSQ_OPERATOR_CACHE := $(CACHE)
 
-.PHONY: help deps test test-fast lint fmt demo demo-kube rig-up rig-down bench tools chart-crd
+.PHONY: help deps test test-fast lint fmt demo demo-kube rig-up rig-down bench soak tools chart-crd
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,7 +63,11 @@ demo-kube: deps ## The demo on the local Kubernetes control plane with the opera
 	$(PY) -m demo kube
 
 bench: deps ## Run the benchmarks and write BENCHMARKS.md
-	@echo "The benchmarks are not built yet (issue 6/7)."
+	$(PY) -m bench
+
+soak: deps ## The long reliability scenarios, written to RELIABILITY.md
+	@# The report is written even when a scenario fails (its row says what it found); make still fails.
+	status=0; NSQ_SOAK=1 $(PY) -m pytest tests/reliability || status=$$?; $(PY) -m tests.reliability.report; exit $$status
 
 chart-crd: ## Copy the CRD from deploy/crds into the chart (a test checks they match)
 	cp deploy/crds/nsqconsumers.nsqoperator.dev.yaml deploy/helm/nsq-operator/crds/

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -86,8 +87,14 @@ class LocalRun:
         return [line["body"] for line in lines if line["event"] == "done"]
 
 
+class StartLocal(Protocol):
+    def __call__(self, *extra: str, worker: list[str] | None = None) -> LocalRun: ...
+
+
 @pytest.fixture
-def start_local(request: pytest.FixtureRequest, nsq_cluster: NsqCluster, tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+def start_local(
+    request: pytest.FixtureRequest, nsq_cluster: NsqCluster, tmp_path: Path
+) -> Iterator[StartLocal]:
     runs: list[LocalRun] = []
     script = tmp_path / "recording_worker.py"
     script.write_text(RECORDING_WORKER)
@@ -123,8 +130,8 @@ def with_topic(cluster: NsqCluster, count: int | None = None) -> list[str]:
 
 
 def test_one_pinned_worker_per_nsqd_follows_nsqds_joining_and_leaving(
-    nsq_cluster: NsqCluster, start_local
-) -> None:  # type: ignore[no-untyped-def]
+    nsq_cluster: NsqCluster, start_local: StartLocal
+) -> None:
     addresses = with_topic(nsq_cluster)
     run = start_local()
     workers = wait_for(lambda: len(run.workers()) == 2 and run.workers(), what="a worker per nsqd")
@@ -148,7 +155,7 @@ def test_one_pinned_worker_per_nsqd_follows_nsqds_joining_and_leaving(
     assert "is no longer listed by lookupd" in run.log()
 
 
-def test_a_worker_killed_with_sigkill_is_restarted(nsq_cluster: NsqCluster, start_local) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_killed_with_sigkill_is_restarted(nsq_cluster: NsqCluster, start_local: StartLocal) -> None:
     with_topic(nsq_cluster, 1)
     run = start_local()
     ((victim, address),) = wait_for(
@@ -162,7 +169,9 @@ def test_a_worker_killed_with_sigkill_is_restarted(nsq_cluster: NsqCluster, star
     assert "killed by signal 9" in run.log()
 
 
-def test_killing_the_controller_with_sigkill_leaves_no_worker(nsq_cluster: NsqCluster, start_local) -> None:  # type: ignore[no-untyped-def]
+def test_killing_the_controller_with_sigkill_leaves_no_worker(
+    nsq_cluster: NsqCluster, start_local: StartLocal
+) -> None:
     with_topic(nsq_cluster)
     run = start_local()
     workers = wait_for(lambda: len(run.workers()) == 2 and run.workers(), what="two workers")
@@ -170,15 +179,18 @@ def test_killing_the_controller_with_sigkill_leaves_no_worker(nsq_cluster: NsqCl
     wait_for(lambda: not any(alive(pid) for pid in workers), timeout=15, what="the orphans to exit")
 
 
-def test_sigterm_drains_every_worker_and_loses_no_message(nsq_cluster: NsqCluster, start_local) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_drains_every_worker_and_loses_no_message(
+    nsq_cluster: NsqCluster, start_local: StartLocal
+) -> None:
     with_topic(nsq_cluster)
     bodies = [json.dumps({"n": i, "sleep": 0.02}) for i in range(400)]
     for index, nsqd in enumerate(nsq_cluster.nsqds):
         nsqd.publish(TOPIC, [b.encode() for b in bodies[index::2]])
     run = start_local()
     wait_for(lambda: len(run.handled()) >= 50, what="some messages handled")
-    run.process.popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-    assert run.process.popen.wait(30) == 0  # type: ignore[union-attr]
+    assert run.process.popen is not None
+    run.process.popen.send_signal(signal.SIGTERM)
+    assert run.process.popen.wait(30) == 0
     assert not run.workers()
     left = 0
     for nsqd in nsq_cluster.nsqds:
@@ -190,7 +202,7 @@ def test_sigterm_drains_every_worker_and_loses_no_message(nsq_cluster: NsqCluste
     assert len(handled) + left == len(bodies), (len(handled), left)
 
 
-def test_a_crash_looping_worker_is_reported(nsq_cluster: NsqCluster, start_local) -> None:  # type: ignore[no-untyped-def]
+def test_a_crash_looping_worker_is_reported(nsq_cluster: NsqCluster, start_local: StartLocal) -> None:
     with_topic(nsq_cluster, 1)
     run = start_local("--restart-cap", "0.2", worker=[sys.executable, "-c", "raise SystemExit(3)"])
     wait_for(lambda: "is crash-looping" in run.log(), what="the crash loop to be reported")

@@ -1,0 +1,166 @@
+"""`python -m bench` (`make bench`): run the benchmarks on the rig and write BENCHMARKS.md.
+
+python -m bench                                   # everything, default sizes (~15 min on 2 cores)
+python -m bench --only throughput,scaling         # a subset; the other sections of the report stay
+python -m bench --quick --out /tmp/b              # tiny sizes, seconds: the smoke test
+python -m bench --report-only                     # redraw BENCHMARKS.md from docs/bench/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import harness, latency, report, scaling, throughput
+from bench.common import BENCHMARKS, Config, Cores
+from tests.rig.tools import PROJECT_ROOT
+
+
+def log(text: str) -> None:
+    print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def parse(argv: Sequence[str]) -> tuple[Config, bool, bool]:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--only", default=",".join(BENCHMARKS),
+                        help=f"comma-separated subset of {', '.join(BENCHMARKS)}")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks the harness")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=PROJECT_ROOT,
+        help="where BENCHMARKS.md and docs/bench/ go (default: .)",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="scratch directory (default: a temporary one)"
+    )
+    parser.add_argument("--keep-work", action="store_true", help="keep the scratch directory (logs, data)")
+    parser.add_argument("--repeats", type=int, help="runs of each competitor (default 3)")
+    parser.add_argument("--messages", type=int, help="throughput: most messages in a run (default 1,000,000)")
+    parser.add_argument("--seconds", type=float, help="throughput: target length of a run (default 6)")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="throughput: every run gets --messages (1/10 with max in flight 1)")  # fmt: skip
+    parser.add_argument("--no-profile", action="store_true", help="throughput: skip the profiled runs")
+    parser.add_argument("--latency-messages", type=int, help="latency: tasks (default 10,000)")
+    parser.add_argument(
+        "--scaling-messages", type=int, help="scaling: messages on each nsqd (default 500,000)"
+    )
+    parser.add_argument("--report-only", action="store_true", help="only redraw the report from results.json")
+    args = parser.parse_args(argv)
+
+    only = tuple(part.strip() for part in args.only.split(",") if part.strip())
+    unknown = set(only) - set(BENCHMARKS)
+    if unknown:
+        parser.error(
+            f"--only: unknown benchmark(s) {', '.join(sorted(unknown))}; pick from {', '.join(BENCHMARKS)}"
+        )
+    # Made (and, unless kept, removed) by run(); --report-only never touches it.
+    work = args.work or Path(tempfile.gettempdir()) / f"nsq-bench-{os.getpid()}"
+    out = args.out.resolve()
+    config = Config.quick_mode(work, out, only) if args.quick else Config(work=work, out=out, only=only)
+    for name in ("repeats", "messages", "seconds", "latency_messages", "scaling_messages"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    if args.no_probe:
+        config.probe = False
+    if args.no_profile:
+        config.profile = False
+    config.argv = list(argv)
+    return config, args.report_only, args.keep_work or args.work is not None
+
+
+def run(config: Config) -> dict[str, Any]:
+    cores = Cores.pick()
+    config.work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    log(f"scratch directory {config.work}; nsqd on core {cores.broker}, consumers on core {cores.consumer}")
+    if "throughput" in config.only:
+        log("1. throughput on one core")
+        started = time.monotonic()
+        cores.pin_driver()
+        cluster = harness.start_cluster(config.work / "nsq-throughput", [[]], [cores.broker])
+        try:
+            results["throughput"] = throughput.measure(config, cores, cluster.nsqds[0], log)
+        finally:
+            cluster.stop()
+            cores.unpin_driver()
+        results["throughput"].update(seconds=config.seconds, messages=config.messages)
+        results["throughput"]["took"] = time.monotonic() - started
+    if "latency" in config.only:
+        log("2. latency-bound handlers")
+        started = time.monotonic()
+        cores.pin_driver()
+        wide = [f"--max-rdy-count={max(config.latency_messages, 2500)}"]
+        cluster = harness.start_cluster(config.work / "nsq-latency", [[], wide], [cores.broker])
+        try:
+            results["latency"] = latency.measure(config, cores, cluster.nsqds[0], cluster.nsqds[1], log)
+        finally:
+            cluster.stop()
+            cores.unpin_driver()
+        results["latency"]["took"] = time.monotonic() - started
+    if "scaling" in config.only:
+        log("3. one process per nsqd")
+        started = time.monotonic()
+        cluster = harness.start_cluster(config.work / "nsq-scaling", [[], []], None)
+        try:
+            results["scaling"] = scaling.measure(config, cores, cluster.nsqds, log)
+        finally:
+            cluster.stop()
+        results["scaling"]["took"] = time.monotonic() - started
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config, report_only, keep = parse(argv)
+    results_path = config.out / report.RESULTS_DIR / "results.json"
+    previous: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if report_only:
+        if not previous:
+            log(f"no {results_path} to draw from")
+            return 1
+        log(f"wrote {report.write(previous, config.out)}")
+        return 0
+
+    started_wall = datetime.now(UTC)
+    started = time.monotonic()
+    command = shlex.join([".venv/bin/python", "-m", "bench", *argv])
+    meta: dict[str, Any] = {
+        "command": command,
+        "started": started_wall.strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": config.quick,
+        "machine": report.machine(),
+    }
+    try:
+        measured = run(config)
+    finally:
+        if not keep:
+            shutil.rmtree(config.work, ignore_errors=True)
+    meta["duration"] = time.monotonic() - started
+    meta["load_average_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    for section in measured.values():
+        section["command"] = command
+        section["measured"] = meta["started"]
+    # A subset run keeps the other sections of an earlier full run (each says when it was measured).
+    keep_previous = previous if not config.quick and not previous.get("meta", {}).get("quick") else {}
+    results = {**{k: v for k, v in keep_previous.items() if k in BENCHMARKS}, **measured, "meta": meta}
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=1) + "\n")
+    log(f"wrote {results_path} and {report.write(results, config.out)} in {meta['duration'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

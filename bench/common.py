@@ -1,0 +1,95 @@
+"""What every benchmark shares: the run's configuration, the cores, summaries of repeated runs."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import BenchError, cpus
+
+BENCHMARKS = ("throughput", "latency", "scaling")
+
+
+@dataclass
+class Config:
+    """One `python -m bench` run. The defaults are the full benchmark; `quick()` is the smoke test."""
+
+    work: Path
+    out: Path
+    only: tuple[str, ...] = BENCHMARKS
+    repeats: int = 3
+    # 1. throughput: at most this many messages per run, fewer where that would take more than
+    #    `seconds` (measured by a short probe run first).
+    messages: int = 1_000_000
+    seconds: float = 6.0
+    probe: bool = True
+    profile: bool = True
+    # 2. latency-bound handlers
+    latency_messages: int = 10_000
+    latency_scale: float = 1.0  # multiplies every sleep (the quick mode shrinks them)
+    latency_seed: int = 7
+    concurrency: int = 2500
+    # 3. one process per nsqd: messages on each nsqd
+    scaling_messages: int = 500_000
+    quick: bool = False
+    argv: list[str] = field(default_factory=list)
+
+    @classmethod
+    def quick_mode(cls, work: Path, out: Path, only: tuple[str, ...] = BENCHMARKS) -> Config:
+        return cls(
+            work=work,
+            out=out,
+            only=only,
+            repeats=1,
+            messages=3000,
+            seconds=1.0,
+            probe=False,
+            latency_messages=200,
+            latency_scale=0.05,
+            scaling_messages=5000,
+            quick=True,
+        )
+
+
+@dataclass(frozen=True)
+class Cores:
+    """Where things run: nsqd (and redis, and this driver) on one core, the consumer on another."""
+
+    broker: int
+    consumer: int
+
+    @classmethod
+    def pick(cls) -> Cores:
+        available = cpus()
+        if len(available) < 2:
+            raise BenchError(f"the benchmarks need two cores; this process may use only {available}")
+        return cls(broker=available[0], consumer=available[-1])
+
+    def pin_driver(self) -> None:
+        os.sched_setaffinity(0, {self.broker})
+
+    @staticmethod
+    def unpin_driver() -> None:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median and spread (min, max) of repeated measurements."""
+    if not values:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def rotate(items: Sequence[str], by: int) -> list[str]:
+    """Each round starts with a different competitor, so none is always first or last."""
+    by %= len(items)
+    return list(items[by:]) + list(items[:by])
