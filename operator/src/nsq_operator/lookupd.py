@@ -31,12 +31,19 @@ class Producers:
     addresses: frozenset[str]
 
 
+MAX_REASON_LENGTH = 300  # reasons go into conditions and events: keep them readable
+
+
 @dataclass(frozen=True)
 class LookupFailure:
     """One lookupd could not be asked, or answered something we cannot trust."""
 
     lookupd: str
     reason: str
+
+    def __post_init__(self) -> None:
+        if len(self.reason) > MAX_REASON_LENGTH:
+            object.__setattr__(self, "reason", self.reason[: MAX_REASON_LENGTH - 3] + "...")
 
 
 LookupdAnswer = Producers | LookupFailure
@@ -74,7 +81,7 @@ def parse_lookup(lookupd: str, status: int, body: bytes | str) -> LookupdAnswer:
     """Interpret one /lookup response. 404 TOPIC_NOT_FOUND means no producers, not an error."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         snippet = body[:80] if isinstance(body, str) else body[:80].decode("utf-8", "replace")
         return LookupFailure(lookupd, f"HTTP {status}: not JSON: {snippet!r}")
     if not isinstance(data, dict):

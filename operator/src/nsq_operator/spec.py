@@ -8,6 +8,7 @@ exception, so a bad spec becomes a status condition instead of a crash loop.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,7 @@ MAX_RDY_COUNT = 2500  # nsqd's --max-rdy-count default: more in flight is refuse
 MAX_MSG_TIMEOUT_SECONDS = 900  # nsqd's --max-msg-timeout default (15 min).
 
 # NSQ's own rule for topic and channel names (nsqio/nsq internal/protocol/names.go).
+MAX_CONCURRENCY = 100_000  # the worker's own limit (nsq_worker.settings)
 NAME_PATTERN = re.compile(r"^[.a-zA-Z0-9_-]+(#ephemeral)?$")
 NAME_MAX_LENGTH = 64
 LOOKUPD_URL_PATTERN = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
@@ -183,7 +185,7 @@ def _worker(raw: Mapping[str, Any], path: str) -> WorkerSpec:
         env=_env(raw.get("env"), f"{path}.env"),
         env_from=_objects(raw.get("envFrom"), f"{path}.envFrom"),
         max_in_flight=_int(raw, "maxInFlight", path, DEFAULT_MAX_IN_FLIGHT, minimum=1, maximum=MAX_RDY_COUNT),
-        concurrency=_int(raw, "concurrency", path, DEFAULT_CONCURRENCY, minimum=1),
+        concurrency=_int(raw, "concurrency", path, DEFAULT_CONCURRENCY, minimum=1, maximum=MAX_CONCURRENCY),
         max_attempts=_int(raw, "maxAttempts", path, DEFAULT_MAX_ATTEMPTS, minimum=0, maximum=65535),
         requeue_delay_seconds=_int(raw, "requeueDelaySeconds", path, DEFAULT_REQUEUE_DELAY_SECONDS, minimum=0,
                                    maximum=MAX_MSG_TIMEOUT_SECONDS),
@@ -264,7 +266,8 @@ def _int(raw: Mapping[str, Any], key: str, path: str, default: int, *, minimum: 
     value = raw.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+    finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if isinstance(value, bool) or not finite or int(value) != value:
         raise _InvalidError(f"{path}.{key}", f"must be an integer, not {value!r}")
     number = int(value)
     if minimum is not None and number < minimum:
@@ -331,7 +334,8 @@ def _resource_name(value: object, path: str) -> str:
 
 
 def _nsq_name(value: object, path: str) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= NAME_MAX_LENGTH or not NAME_PATTERN.match(value):
+    valid = isinstance(value, str) and 1 <= len(value) <= NAME_MAX_LENGTH and NAME_PATTERN.fullmatch(value)
+    if not valid:
         raise _InvalidError(path, f"must be 1..{NAME_MAX_LENGTH} characters of [.a-zA-Z0-9_-], optionally "
                                   f"ending in #ephemeral, not {value!r}")
     return value
@@ -342,7 +346,7 @@ def _lookupd_urls(value: object, path: str) -> tuple[str, ...]:
         raise _InvalidError(path, "must be a non-empty list of http:// or https:// URLs")
     urls = []
     for i, item in enumerate(value):
-        if not isinstance(item, str) or not LOOKUPD_URL_PATTERN.match(item):
+        if not isinstance(item, str) or not LOOKUPD_URL_PATTERN.fullmatch(item):
             raise _InvalidError(f"{path}[{i}]", f"must be an http:// or https:// URL, not {item!r}")
         urls.append(item.rstrip("/"))
     return tuple(dict.fromkeys(urls))
