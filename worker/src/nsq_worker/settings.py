@@ -110,7 +110,7 @@ def parse_duration(raw: str) -> float:
 
 def valid_name(name: str) -> bool:
     """nsqd's rule for topic and channel names."""
-    return 0 < len(name) < 65 and bool(_NAME_RE.match(name))
+    return 0 < len(name) < 65 and bool(_NAME_RE.fullmatch(name))
 
 
 def split_address(address: str) -> tuple[str, int]:

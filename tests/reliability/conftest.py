@@ -1,0 +1,113 @@
+"""Fixtures of the reliability scenarios: their sizes, their result rows, workers and an operator.
+
+The short sizes run in the normal suite; `NSQ_SOAK=1` picks the long ones (see support.Sizes). There
+is no skip: every scenario always runs, only its size changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import attach_logs
+from tests.integration.test_operator_kube import CRD, Namespace
+from tests.integration.test_worker_support import WorkerFactory
+from tests.reliability.support import Row, Sizes, git_commit, mode, sizes, write_row
+from tests.rig.kube import KubeCluster
+
+OUTCOME = pytest.StashKey[tuple[str, str]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call" or (report.when == "setup" and report.failed):
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = str(getattr(crash, "message", "")) if report.failed else ""
+        item.stash[OUTCOME] = (report.outcome, message)
+    return report
+
+
+@pytest.fixture
+def scale() -> Sizes:
+    """The sizes of this run: short in the normal suite, long with NSQ_SOAK=1."""
+    return sizes()
+
+
+@pytest.fixture
+def row(request: pytest.FixtureRequest) -> Iterator[Row]:
+    """The scenario's line in RELIABILITY.md, written (with the test's outcome) when the test ends."""
+    started = time.monotonic()
+    entry = Row()
+    yield entry
+    if not entry.scenario:
+        return
+    outcome, message = request.node.stash.get(OUTCOME, ("failed", "did not finish"))
+    first_line = message.splitlines()[0] if message else ""
+    entry.outcome = outcome if outcome == "passed" else f"{outcome}: {first_line[:300]}"
+    entry.seconds = round(time.monotonic() - started, 1)
+    entry.mode = mode()
+    entry.nodeid = request.node.nodeid
+    entry.finished_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    entry.commit = git_commit()
+    write_row(entry)
+
+
+@pytest.fixture
+def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerFactory]:
+    factory = WorkerFactory(request, tmp_path / "workers")
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+def install_crd(kube: KubeCluster) -> None:
+    kube.kubectl("apply", "-f", str(CRD))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/nsqconsumers.nsqoperator.dev")
+
+
+@pytest.fixture(scope="session")
+def reliability_crd(kube_cluster: KubeCluster) -> KubeCluster:
+    install_crd(kube_cluster)
+    return kube_cluster
+
+
+@pytest.fixture
+def operator_ns(
+    reliability_crd: KubeCluster, kube_namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Namespace]:
+    """A fresh namespace on the session's control plane with one operator watching it."""
+    attach_logs(request, [tmp_path / "operator"])
+    namespace = Namespace(reliability_crd, kube_namespace, tmp_path / "operator")
+    namespace.start_operator()
+    try:
+        yield namespace
+    finally:
+        namespace.kubectl("delete", "nsqconsumers", "--all", "--timeout=30s", check=False)
+        for process in namespace.operators:
+            process.stop()
+
+
+@pytest.fixture
+def private_ns(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Namespace]:
+    """A control plane of the test's own, with the CRD and a namespace: for restarting the API server
+    (which would disturb the session's other tests) or loading it heavily. The operators the test
+    starts with `start_operator()` are stopped afterwards."""
+    kube = KubeCluster.start(tmp_path / "kube")
+    attach_logs(request, [kube.log_dir, tmp_path / "operator"])
+    ns = Namespace(kube, "reliability", tmp_path / "operator")
+    try:
+        install_crd(kube)
+        kube.kubectl("create", "namespace", ns.name)
+        yield ns
+    finally:
+        for process in ns.operators:
+            process.stop()
+        kube.stop()
