@@ -35,8 +35,9 @@ TOPIC, CHANNEL = "orders", "billing"
 @pytest.fixture(scope="session")
 def crd(kube_cluster: KubeCluster) -> Path:
     kube_cluster.kubectl("apply", "-f", str(CRD))
-    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                         "crd/nsqconsumers.nsqoperator.dev")
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/nsqconsumers.nsqoperator.dev"
+    )
     return CRD
 
 
@@ -67,8 +68,9 @@ class Namespace:
         self.operators.append(process)
         return process
 
-    def kubectl(self, *args: str, check: bool = True,
-                input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return self.kube.kubectl(*args, "-n", self.name, check=check, input=input)
 
     def apply(self, obj: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -120,8 +122,9 @@ class Namespace:
 
 
 @pytest.fixture
-def ns(crd: Path, kube_cluster: KubeCluster, kube_namespace: str, tmp_path: Path,
-       request: pytest.FixtureRequest) -> Iterator[Namespace]:
+def ns(
+    crd: Path, kube_cluster: KubeCluster, kube_namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Namespace]:
     """A namespace with one operator watching it."""
     attach_logs(request, [tmp_path / "operator"])
     namespace = Namespace(kube_cluster, kube_namespace, tmp_path / "operator")
@@ -169,8 +172,14 @@ def test_one_worker_deployment_per_nsqd_follows_lookupd(ns: Namespace, nsq_clust
     ns.apply(consumer(nsq_cluster.lookupd_http_urls, nsqdRemovalGraceSeconds=5))
     ns.wait(lambda: sorted(ns.deployments()) == addresses, "a Deployment per nsqd")
 
-    owner = {"apiVersion": "nsqoperator.dev/v1alpha1", "kind": "NsqConsumer", "name": "orders",
-             "uid": ns.consumer()["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    owner = {
+        "apiVersion": "nsqoperator.dev/v1alpha1",
+        "kind": "NsqConsumer",
+        "name": "orders",
+        "uid": ns.consumer()["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     for address, deployment in ns.deployments().items():
         meta = deployment["metadata"]
         assert meta["name"] == naming.worker_name("orders", address)
@@ -284,8 +293,10 @@ def test_pause_resume_and_spec_changes(ns: Namespace, nsq_cluster: NsqCluster) -
 
     before = hashes()
     ns.apply(consumer(lookupd, worker={"maxInFlight": 7}))
-    ns.wait(lambda: {env_of(d)["NSQ_MAX_IN_FLIGHT"] for d in ns.deployments().values()} == {"7"},
-            "NSQ_MAX_IN_FLIGHT=7 in every Deployment")
+    ns.wait(
+        lambda: {env_of(d)["NSQ_MAX_IN_FLIGHT"] for d in ns.deployments().values()} == {"7"},
+        "NSQ_MAX_IN_FLIGHT=7 in every Deployment",
+    )
     after = hashes()
     assert all(after[a] != before[a] for a in after)
     assert "DeploymentUpdated" in ns.reasons()
@@ -303,8 +314,9 @@ def test_deleting_the_consumer_garbage_collects_its_workers(ns: Namespace, nsq_c
     ns.wait(lambda: not ns.get("pods", "-l", "nsqoperator.dev/consumer=orders")["items"], "the pods gone", 60)
 
 
-def test_the_api_server_refuses_what_the_schema_forbids(crd: Path, kube_cluster: KubeCluster,
-                                                        kube_namespace: str, tmp_path: Path) -> None:
+def test_the_api_server_refuses_what_the_schema_forbids(
+    crd: Path, kube_cluster: KubeCluster, kube_namespace: str, tmp_path: Path
+) -> None:
     ns = Namespace(kube_cluster, kube_namespace, tmp_path)
     refused = {
         "spec.topic": consumer(["http://lookupd:4161"], topic="not a topic"),

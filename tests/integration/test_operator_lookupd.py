@@ -84,9 +84,14 @@ def test_a_stopped_nsqd_leaves_the_producers(nsq_cluster: NsqCluster) -> None:
     assert lookup(nsq_cluster.lookupd_http_urls, "orders").producers == remaining
 
 
-@pytest.mark.parametrize(("kind", "says"), [
-    ("html", "not JSON"), ("truncated", "not JSON"), ("bad-gateway", "HTTP 502"),
-])
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("html", "not JSON"),
+        ("truncated", "not JSON"),
+        ("bad-gateway", "HTTP 502"),
+    ],
+)
 def test_garbage_from_a_lookupd_is_a_failure_value(garbage_server: str, kind: str, says: str) -> None:
     answer = query(garbage_server, kind)
     assert isinstance(answer, LookupFailure)
@@ -99,8 +104,9 @@ def test_nothing_listening_is_a_failure_value() -> None:
     assert "ConnectionError" in answer.reason
 
 
-def test_garbage_next_to_a_real_lookupd_still_gives_its_producers(nsq_cluster: NsqCluster,
-                                                                  garbage_server: str) -> None:
+def test_garbage_next_to_a_real_lookupd_still_gives_its_producers(
+    nsq_cluster: NsqCluster, garbage_server: str
+) -> None:
     nsq_cluster.nsqds[0].create_topic("html")
     nsq_cluster.wait_for_producers("html", [nsq_cluster.nsqds[0].tcp_address])
     result = lookup([garbage_server, *nsq_cluster.lookupd_http_urls], "html")

@@ -331,5 +331,7 @@ def test_a_missing_secret_is_reported(
     )
     row.see(healthy_undisturbed(stage))
     assert secret in json.dumps(pod), "the pod must reference the Secret by name"
-    assert not any(secret in c.get("message", "") and c.get("reason") == "InvalidSpec"
-                   for c in ns.status(which).get("conditions", [])), "a reference is not a spec error"
+    assert not any(
+        secret in c.get("message", "") and c.get("reason") == "InvalidSpec"
+        for c in ns.status(which).get("conditions", [])
+    ), "a reference is not a spec error"

@@ -14,8 +14,14 @@ URL = "http://lookupd:4161"
 
 
 def producer(host: str, port: int) -> dict[str, object]:
-    return {"remote_address": f"{host}:55555", "hostname": "h", "broadcast_address": host, "tcp_port": port,
-            "http_port": port + 1, "version": "1.3.0"}
+    return {
+        "remote_address": f"{host}:55555",
+        "hostname": "h",
+        "broadcast_address": host,
+        "tcp_port": port,
+        "http_port": port + 1,
+        "version": "1.3.0",
+    }
 
 
 def test_valid_answer_lists_broadcast_address_and_tcp_port() -> None:
@@ -25,8 +31,13 @@ def test_valid_answer_lists_broadcast_address_and_tcp_port() -> None:
 
 
 def test_legacy_wrapped_answer_is_understood() -> None:
-    body = json.dumps({"status_code": 200, "status_txt": "OK",
-                       "data": {"channels": [], "producers": [producer("nsqd-0", 4150)]}})
+    body = json.dumps(
+        {
+            "status_code": 200,
+            "status_txt": "OK",
+            "data": {"channels": [], "producers": [producer("nsqd-0", 4150)]},
+        }
+    )
     assert parse_lookup(URL, 200, body) == Producers(URL, frozenset({"nsqd-0:4150"}))
 
 
@@ -45,23 +56,26 @@ def test_empty_producer_list_is_no_producers() -> None:
     assert parse_lookup(URL, 200, b'{"channels":[],"producers":[]}') == Producers(URL, frozenset())
 
 
-@pytest.mark.parametrize(("status", "body", "says"), [
-    (200, b"<html><body>502 Bad Gateway</body></html>", "not JSON"),
-    (502, b"<html>Bad Gateway</html>", "HTTP 502"),
-    (200, b'{"channels":[],"producers":[{"broadcast_addr', "not JSON"),
-    (200, b"", "not JSON"),
-    (200, b"\xff\xfe", "not JSON"),
-    (200, b"[]", "expected a JSON object"),
-    (200, b'{"channels":[]}', "without a producers list"),
-    (200, b'{"producers":{"a":1}}', "without a producers list"),
-    (200, b'{"producers":[{"broadcast_address":"a"}]}', "malformed producer"),
-    (200, b'{"producers":[{"broadcast_address":"a","tcp_port":"4150"}]}', "malformed producer"),
-    (200, b'{"producers":[{"broadcast_address":"a","tcp_port":0}]}', "malformed producer"),
-    (200, b'{"producers":["a:4150"]}', "malformed producer"),
-    (404, b'{"message":"NOT_FOUND"}', "HTTP 404"),
-    (500, b'{"message":"INTERNAL_ERROR"}', "HTTP 500: INTERNAL_ERROR"),
-    (400, b'{"message":"MISSING_ARG_TOPIC"}', "MISSING_ARG_TOPIC"),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "says"),
+    [
+        (200, b"<html><body>502 Bad Gateway</body></html>", "not JSON"),
+        (502, b"<html>Bad Gateway</html>", "HTTP 502"),
+        (200, b'{"channels":[],"producers":[{"broadcast_addr', "not JSON"),
+        (200, b"", "not JSON"),
+        (200, b"\xff\xfe", "not JSON"),
+        (200, b"[]", "expected a JSON object"),
+        (200, b'{"channels":[]}', "without a producers list"),
+        (200, b'{"producers":{"a":1}}', "without a producers list"),
+        (200, b'{"producers":[{"broadcast_address":"a"}]}', "malformed producer"),
+        (200, b'{"producers":[{"broadcast_address":"a","tcp_port":"4150"}]}', "malformed producer"),
+        (200, b'{"producers":[{"broadcast_address":"a","tcp_port":0}]}', "malformed producer"),
+        (200, b'{"producers":["a:4150"]}', "malformed producer"),
+        (404, b'{"message":"NOT_FOUND"}', "HTTP 404"),
+        (500, b'{"message":"INTERNAL_ERROR"}', "HTTP 500: INTERNAL_ERROR"),
+        (400, b'{"message":"MISSING_ARG_TOPIC"}', "MISSING_ARG_TOPIC"),
+    ],
+)
 def test_garbage_is_a_failure_value(status: int, body: bytes, says: str) -> None:
     answer = parse_lookup(URL, status, body)
     assert isinstance(answer, LookupFailure)
@@ -70,8 +84,13 @@ def test_garbage_is_a_failure_value(status: int, body: bytes, says: str) -> None
 
 
 def test_union_over_the_lookupds_that_answered() -> None:
-    lookup = Lookup((Producers("a", frozenset({"x:1", "y:1"})), LookupFailure("b", "down"),
-                     Producers("c", frozenset({"y:1", "z:1"}))))
+    lookup = Lookup(
+        (
+            Producers("a", frozenset({"x:1", "y:1"})),
+            LookupFailure("b", "down"),
+            Producers("c", frozenset({"y:1", "z:1"})),
+        )
+    )
     assert lookup.reachable
     assert lookup.producers == frozenset({"x:1", "y:1", "z:1"})
     assert lookup.failures == (LookupFailure("b", "down"),)

@@ -19,16 +19,20 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def consumer(**worker: Any) -> ConsumerSpec:
-    raw: dict[str, Any] = {"topic": "orders", "channel": "billing",
-                           "lookupd": {"httpAddresses": ["http://lookupd:4161"]}}
+    raw: dict[str, Any] = {
+        "topic": "orders",
+        "channel": "billing",
+        "lookupd": {"httpAddresses": ["http://lookupd:4161"]},
+    }
     raw["worker"] = worker
     parsed = parse(raw)
     assert not isinstance(parsed, SpecError), parsed
     return parsed
 
 
-def render(spec: ConsumerSpec | None = None, address: str = ADDRESS,
-           owner: manifests.Owner = OWNER) -> dict[str, Any]:
+def render(
+    spec: ConsumerSpec | None = None, address: str = ADDRESS, owner: manifests.Owner = OWNER
+) -> dict[str, Any]:
     return manifests.deployment(owner, spec or consumer(), address)
 
 
@@ -56,8 +60,10 @@ def test_names_are_deterministic_and_differ_per_nsqd() -> None:
     assert naming.worker_name("orders", ADDRESS) != naming.worker_name("payments", ADDRESS)
 
 
-@given(consumer=st.from_regex(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True),
-       address=st.from_regex(r"[a-z0-9.]{1,40}:[0-9]{1,5}", fullmatch=True))
+@given(
+    consumer=st.from_regex(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True),
+    address=st.from_regex(r"[a-z0-9.]{1,40}:[0-9]{1,5}", fullmatch=True),
+)
 def test_names_are_dns_labels_of_at_most_63_characters(consumer: str, address: str) -> None:
     name = naming.worker_name(consumer, address)
     assert len(name) <= 63
@@ -91,10 +97,16 @@ def test_labels_owner_and_annotations() -> None:
         "app.kubernetes.io/managed-by": "nsq-operator",
         "nsqoperator.dev/consumer": "orders",
     }
-    assert meta["ownerReferences"] == [{
-        "apiVersion": "nsqoperator.dev/v1alpha1", "kind": "NsqConsumer", "name": "orders", "uid": "1234-abcd",
-        "controller": True, "blockOwnerDeletion": True,
-    }]
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "nsqoperator.dev/v1alpha1",
+            "kind": "NsqConsumer",
+            "name": "orders",
+            "uid": "1234-abcd",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     assert meta["annotations"][ANNOTATION_NSQD_ADDRESS] == ADDRESS
     assert re.fullmatch(r"[0-9a-f]{16}", meta["annotations"][ANNOTATION_SPEC_HASH])
     assert manifests.owned_by(body, "1234-abcd")
@@ -112,8 +124,12 @@ def test_selector_matches_the_pod_labels_and_is_unique_per_nsqd() -> None:
 
 
 def test_user_pod_labels_cannot_break_the_selector() -> None:
-    body = render(consumer(podLabels={"team": "a", "nsqoperator.dev/consumer": "hijack"},
-                           podAnnotations={"prometheus.io/scrape": "true"}))
+    body = render(
+        consumer(
+            podLabels={"team": "a", "nsqoperator.dev/consumer": "hijack"},
+            podAnnotations={"prometheus.io/scrape": "true"},
+        )
+    )
     template = body["spec"]["template"]["metadata"]
     assert template["labels"]["team"] == "a"
     assert template["labels"]["nsqoperator.dev/consumer"] == "orders"
@@ -122,8 +138,10 @@ def test_user_pod_labels_cannot_break_the_selector() -> None:
 
 def test_rendering_is_deterministic() -> None:
     assert render() == render()
-    assert manifests.fingerprint(OWNER, consumer(), ADDRESS) == render()["metadata"]["annotations"][
-        ANNOTATION_SPEC_HASH]
+    assert (
+        manifests.fingerprint(OWNER, consumer(), ADDRESS)
+        == render()["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
+    )
 
 
 def test_fingerprint_ignores_replicas_but_sees_real_changes() -> None:
@@ -172,11 +190,16 @@ def test_worker_env_contract() -> None:
 
 
 def test_optional_settings_tls_and_auth_reach_the_env() -> None:
-    body = render(consumer(msgTimeoutSeconds=120, deadLetterTopic="orders.dead",
-                           tls={"secretName": "nsq-tls", "verify": False},
-                           auth={"secretName": "nsq-auth", "key": "token"},
-                           env=[{"name": "APP_MODE", "value": "fast"}],
-                           envFrom=[{"configMapRef": {"name": "app"}}]))
+    body = render(
+        consumer(
+            msgTimeoutSeconds=120,
+            deadLetterTopic="orders.dead",
+            tls={"secretName": "nsq-tls", "verify": False},
+            auth={"secretName": "nsq-auth", "key": "token"},
+            env=[{"name": "APP_MODE", "value": "fast"}],
+            envFrom=[{"configMapRef": {"name": "app"}}],
+        )
+    )
     values = env(body)
     assert values["NSQ_MSG_TIMEOUT"] == "120"
     assert values["NSQ_DEAD_LETTER_TOPIC"] == "orders.dead"
@@ -196,8 +219,9 @@ def test_optional_settings_tls_and_auth_reach_the_env() -> None:
 
 
 def test_every_contract_variable_is_reserved() -> None:
-    body = render(consumer(msgTimeoutSeconds=1, deadLetterTopic="d", tls={"secretName": "s"},
-                           auth={"secretName": "a"}))
+    body = render(
+        consumer(msgTimeoutSeconds=1, deadLetterTopic="d", tls={"secretName": "s"}, auth={"secretName": "a"})
+    )
     assert set(env(body)) == RESERVED_ENV
 
 
@@ -243,17 +267,28 @@ def test_rollout_never_runs_more_workers_than_asked() -> None:
 def test_pod_settings_pass_through() -> None:
     terms: list[Any] = []
     affinity = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}}
-    body = render(consumer(
-        image="registry.example/worker:2", imagePullPolicy="Always", command=["python"], args=["-m", "app"],
-        serviceAccountName="worker", nodeSelector={"disk": "ssd"},
-        tolerations=[{"key": "dedicated", "operator": "Exists"}], affinity=affinity,
-        imagePullSecrets=[{"name": "regcred"}],
-        resources={"requests": {"cpu": "2"}, "limits": {"cpu": "2"}},
-    ))
+    body = render(
+        consumer(
+            image="registry.example/worker:2",
+            imagePullPolicy="Always",
+            command=["python"],
+            args=["-m", "app"],
+            serviceAccountName="worker",
+            nodeSelector={"disk": "ssd"},
+            tolerations=[{"key": "dedicated", "operator": "Exists"}],
+            affinity=affinity,
+            imagePullSecrets=[{"name": "regcred"}],
+            resources={"requests": {"cpu": "2"}, "limits": {"cpu": "2"}},
+        )
+    )
     pod = body["spec"]["template"]["spec"]
     c = container(body)
     assert (c["image"], c["imagePullPolicy"], c["command"], c["args"]) == (
-        "registry.example/worker:2", "Always", ["python"], ["-m", "app"])
+        "registry.example/worker:2",
+        "Always",
+        ["python"],
+        ["-m", "app"],
+    )
     assert pod["serviceAccountName"] == "worker"
     assert "automountServiceAccountToken" not in pod
     assert pod["nodeSelector"] == {"disk": "ssd"}

@@ -28,10 +28,21 @@ def worker(address: str, fingerprint: str = "fp1", replicas: int = 1) -> Worker:
     return Worker(name(address), address, fingerprint, replicas)
 
 
-def run(producers: Iterable[str] | None, workers: Iterable[Worker] = (),
-        records: Iterable[NsqdRecord] = (), now: datetime = NOW, **target_args: object) -> Plan:
-    return plan(None if producers is None else frozenset(producers), workers,
-                {r.address: r for r in records}, target(**target_args), now, GRACE)  # type: ignore[arg-type]
+def run(
+    producers: Iterable[str] | None,
+    workers: Iterable[Worker] = (),
+    records: Iterable[NsqdRecord] = (),
+    now: datetime = NOW,
+    **target_args: object,
+) -> Plan:
+    return plan(
+        None if producers is None else frozenset(producers),
+        workers,
+        {r.address: r for r in records},
+        target(**target_args),  # type: ignore[arg-type]
+        now,
+        GRACE,
+    )
 
 
 def test_a_new_nsqd_gets_a_worker() -> None:
@@ -170,8 +181,9 @@ def test_the_grace_clock_runs_across_polls() -> None:
     missing_for=st.dictionaries(st.sampled_from([A, B, C]), st.integers(0, 1000)),
     replicas=st.integers(0, 3),
 )
-def test_planning_is_idempotent_and_safe(producers: frozenset[str] | None, existing: frozenset[str],
-                                         missing_for: dict[str, int], replicas: int) -> None:
+def test_planning_is_idempotent_and_safe(
+    producers: frozenset[str] | None, existing: frozenset[str], missing_for: dict[str, int], replicas: int
+) -> None:
     records = {a: NsqdRecord(a, missing_since=NOW - timedelta(seconds=s)) for a, s in missing_for.items()}
     workers = [worker(a) for a in existing]
     first = plan(producers, workers, records, target(replicas), NOW, GRACE)

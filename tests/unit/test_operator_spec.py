@@ -43,13 +43,22 @@ def test_paused_means_zero_replicas() -> None:
 
 
 def test_full_spec() -> None:
-    parsed = parse(minimal(
-        topic="events#ephemeral", lookupd={"httpAddresses": ["https://a:4161/", "http://b:4161"],
-                                           "pollIntervalSeconds": 2},
-        nsqdRemovalGraceSeconds=0,
-        worker={"maxInFlight": 2500, "concurrency": 8, "maxAttempts": 0, "tls": {"secretName": "tls"},
-                "auth": {"secretName": "auth"}, "msgTimeoutSeconds": 900, "deadLetterTopic": "dead"},
-    ))
+    parsed = parse(
+        minimal(
+            topic="events#ephemeral",
+            lookupd={"httpAddresses": ["https://a:4161/", "http://b:4161"], "pollIntervalSeconds": 2},
+            nsqdRemovalGraceSeconds=0,
+            worker={
+                "maxInFlight": 2500,
+                "concurrency": 8,
+                "maxAttempts": 0,
+                "tls": {"secretName": "tls"},
+                "auth": {"secretName": "auth"},
+                "msgTimeoutSeconds": 900,
+                "deadLetterTopic": "dead",
+            },
+        )
+    )
     assert isinstance(parsed, ConsumerSpec)
     assert parsed.topic == "events#ephemeral"
     assert parsed.lookupd.http_addresses == ("https://a:4161", "http://b:4161")
@@ -59,48 +68,60 @@ def test_full_spec() -> None:
     assert parsed.worker.auth.key == "secret"
 
 
-@pytest.mark.parametrize(("raw", "field"), [
-    (None, "spec"),
-    ("text", "spec"),
-    ({}, "spec.lookupd"),
-    (minimal(topic=None), "spec.topic"),
-    (minimal(topic=""), "spec.topic"),
-    (minimal(topic="a" * 65), "spec.topic"),
-    (minimal(topic="bad topic"), "spec.topic"),
-    (minimal(channel="c#persistent"), "spec.channel"),
-    (minimal(lookupd={"httpAddresses": []}), "spec.lookupd.httpAddresses"),
-    (minimal(lookupd={"httpAddresses": "http://a:4161"}), "spec.lookupd.httpAddresses"),
-    (minimal(lookupd={"httpAddresses": ["tcp://a:4160"]}), "spec.lookupd.httpAddresses[0]"),
-    (minimal(lookupd={"httpAddresses": ["http://a:4161", "a:4161"]}), "spec.lookupd.httpAddresses[1]"),
-    (minimal(lookupd={"httpAddresses": ["http://a"], "pollIntervalSeconds": 0}),
-     "spec.lookupd.pollIntervalSeconds"),
-    (minimal(lookupd={"httpAddresses": ["http://a"], "pollIntervalSeconds": "10"}),
-     "spec.lookupd.pollIntervalSeconds"),
-    (minimal(nsqdRemovalGraceSeconds=-1), "spec.nsqdRemovalGraceSeconds"),
-    (minimal(paused="yes"), "spec.paused"),
-    (minimal(worker=[]), "spec.worker"),
-    (minimal(worker={"maxInFlight": 0}), "spec.worker.maxInFlight"),
-    (minimal(worker={"maxInFlight": 2501}), "spec.worker.maxInFlight"),
-    (minimal(worker={"maxInFlight": 1.5}), "spec.worker.maxInFlight"),
-    (minimal(worker={"maxInFlight": True}), "spec.worker.maxInFlight"),
-    (minimal(worker={"concurrency": 0}), "spec.worker.concurrency"),
-    (minimal(worker={"healthPort": 70000}), "spec.worker.healthPort"),
-    (minimal(worker={"replicasPerNsqd": 0}), "spec.worker.replicasPerNsqd"),
-    (minimal(worker={"msgTimeoutSeconds": 901}), "spec.worker.msgTimeoutSeconds"),
-    (minimal(worker={"deadLetterTopic": "no good"}), "spec.worker.deadLetterTopic"),
-    (minimal(worker={"imagePullPolicy": "Sometimes"}), "spec.worker.imagePullPolicy"),
-    (minimal(worker={"image": ""}), "spec.worker.image"),
-    (minimal(worker={"command": "python"}), "spec.worker.command"),
-    (minimal(worker={"env": [{"value": "x"}]}), "spec.worker.env[0].name"),
-    (minimal(worker={"env": [{"name": "A"}, {"name": "NSQ_TOPIC", "value": "other"}]}),
-     "spec.worker.env[1].name"),
-    (minimal(worker={"nodeSelector": {"disk": 1}}), "spec.worker.nodeSelector.disk"),
-    (minimal(worker={"tolerations": {"key": "x"}}), "spec.worker.tolerations"),
-    (minimal(worker={"imagePullSecrets": [{"name": "Bad_Name"}]}), "spec.worker.imagePullSecrets[0].name"),
-    (minimal(worker={"tls": {}}), "spec.worker.tls.secretName"),
-    (minimal(worker={"tls": {"secretName": "s", "verify": "no"}}), "spec.worker.tls.verify"),
-    (minimal(worker={"auth": {"secretName": "s", "key": ""}}), "spec.worker.auth.key"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (None, "spec"),
+        ("text", "spec"),
+        ({}, "spec.lookupd"),
+        (minimal(topic=None), "spec.topic"),
+        (minimal(topic=""), "spec.topic"),
+        (minimal(topic="a" * 65), "spec.topic"),
+        (minimal(topic="bad topic"), "spec.topic"),
+        (minimal(channel="c#persistent"), "spec.channel"),
+        (minimal(lookupd={"httpAddresses": []}), "spec.lookupd.httpAddresses"),
+        (minimal(lookupd={"httpAddresses": "http://a:4161"}), "spec.lookupd.httpAddresses"),
+        (minimal(lookupd={"httpAddresses": ["tcp://a:4160"]}), "spec.lookupd.httpAddresses[0]"),
+        (minimal(lookupd={"httpAddresses": ["http://a:4161", "a:4161"]}), "spec.lookupd.httpAddresses[1]"),
+        (
+            minimal(lookupd={"httpAddresses": ["http://a"], "pollIntervalSeconds": 0}),
+            "spec.lookupd.pollIntervalSeconds",
+        ),
+        (
+            minimal(lookupd={"httpAddresses": ["http://a"], "pollIntervalSeconds": "10"}),
+            "spec.lookupd.pollIntervalSeconds",
+        ),
+        (minimal(nsqdRemovalGraceSeconds=-1), "spec.nsqdRemovalGraceSeconds"),
+        (minimal(paused="yes"), "spec.paused"),
+        (minimal(worker=[]), "spec.worker"),
+        (minimal(worker={"maxInFlight": 0}), "spec.worker.maxInFlight"),
+        (minimal(worker={"maxInFlight": 2501}), "spec.worker.maxInFlight"),
+        (minimal(worker={"maxInFlight": 1.5}), "spec.worker.maxInFlight"),
+        (minimal(worker={"maxInFlight": True}), "spec.worker.maxInFlight"),
+        (minimal(worker={"concurrency": 0}), "spec.worker.concurrency"),
+        (minimal(worker={"healthPort": 70000}), "spec.worker.healthPort"),
+        (minimal(worker={"replicasPerNsqd": 0}), "spec.worker.replicasPerNsqd"),
+        (minimal(worker={"msgTimeoutSeconds": 901}), "spec.worker.msgTimeoutSeconds"),
+        (minimal(worker={"deadLetterTopic": "no good"}), "spec.worker.deadLetterTopic"),
+        (minimal(worker={"imagePullPolicy": "Sometimes"}), "spec.worker.imagePullPolicy"),
+        (minimal(worker={"image": ""}), "spec.worker.image"),
+        (minimal(worker={"command": "python"}), "spec.worker.command"),
+        (minimal(worker={"env": [{"value": "x"}]}), "spec.worker.env[0].name"),
+        (
+            minimal(worker={"env": [{"name": "A"}, {"name": "NSQ_TOPIC", "value": "other"}]}),
+            "spec.worker.env[1].name",
+        ),
+        (minimal(worker={"nodeSelector": {"disk": 1}}), "spec.worker.nodeSelector.disk"),
+        (minimal(worker={"tolerations": {"key": "x"}}), "spec.worker.tolerations"),
+        (
+            minimal(worker={"imagePullSecrets": [{"name": "Bad_Name"}]}),
+            "spec.worker.imagePullSecrets[0].name",
+        ),
+        (minimal(worker={"tls": {}}), "spec.worker.tls.secretName"),
+        (minimal(worker={"tls": {"secretName": "s", "verify": "no"}}), "spec.worker.tls.verify"),
+        (minimal(worker={"auth": {"secretName": "s", "key": ""}}), "spec.worker.auth.key"),
+    ],
+)
 def test_invalid_specs_name_the_field(raw: Any, field: str) -> None:
     error = parse(raw)
     assert isinstance(error, SpecError), error
@@ -160,14 +181,18 @@ def test_crd_patterns_equal_the_operator_patterns() -> None:
 def test_a_crd_defaulted_spec_parses_to_the_same_value_as_a_bare_one() -> None:
     """What the API server stores (every default filled in) means the same as what the user wrote."""
     worker_schema = _crd_spec_schema()["properties"]["worker"]["properties"]
-    defaulted = minimal(lookupd={"httpAddresses": ["http://lookupd:4161"], "pollIntervalSeconds": 10},
-                        nsqdRemovalGraceSeconds=300, paused=False,
-                        worker={k: v["default"] for k, v in worker_schema.items() if "default" in v})
+    defaulted = minimal(
+        lookupd={"httpAddresses": ["http://lookupd:4161"], "pollIntervalSeconds": 10},
+        nsqdRemovalGraceSeconds=300,
+        paused=False,
+        worker={k: v["default"] for k, v in worker_schema.items() if "default" in v},
+    )
     assert parse(defaulted) == parse(minimal())
 
 
-@pytest.mark.parametrize("path", sorted((CRD.parents[2] / "examples").glob("nsqconsumer-*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((CRD.parents[2] / "examples").glob("nsqconsumer-*.yaml")), ids=lambda p: p.name
+)
 def test_the_examples_are_valid(path: Path) -> None:
     document = yaml.safe_load(path.read_text())
     assert (document["apiVersion"], document["kind"]) == ("nsqoperator.dev/v1alpha1", "NsqConsumer")

@@ -15,13 +15,24 @@ A, B = "10.0.0.1:4150", "10.0.0.2:4150"
 UP = Lookup((Producers("http://l1", frozenset({A, B})),))
 PARTIAL = Lookup((Producers("http://l1", frozenset({A, B})), LookupFailure("http://l2", "HTTP 502")))
 DOWN = Lookup((LookupFailure("http://l1", "ConnectionError: refused"),))
-BOTH = Plan((), (NsqdRecord(A, last_seen=NOW), NsqdRecord(B, last_seen=NOW - timedelta(seconds=30),
-                                                         missing_since=NOW - timedelta(seconds=20))))
+BOTH = Plan(
+    (),
+    (
+        NsqdRecord(A, last_seen=NOW),
+        NsqdRecord(B, last_seen=NOW - timedelta(seconds=30), missing_since=NOW - timedelta(seconds=20)),
+    ),
+)
 
 
 def observe(**overrides: Any) -> status.Observation:
-    values: dict[str, Any] = {"consumer": "orders", "generation": 3, "now": NOW, "lookup": UP, "plan": BOTH,
-                              "replicas": 1}
+    values: dict[str, Any] = {
+        "consumer": "orders",
+        "generation": 3,
+        "now": NOW,
+        "lookup": UP,
+        "plan": BOTH,
+        "replicas": 1,
+    }
     return status.Observation(**(values | overrides))
 
 
@@ -39,16 +50,30 @@ def test_all_ready() -> None:
     assert (built["nsqdCount"], built["desiredWorkers"], built["readyWorkers"]) == (2, 2, 2)
     assert built["lastLookupTime"] == "2025-01-01T12:00:00Z"
     assert built["nsqds"] == [
-        {"address": A, "deployment": naming.worker_name("orders", A), "readyReplicas": 1,
-         "lastSeen": "2025-01-01T12:00:00Z"},
-        {"address": B, "deployment": naming.worker_name("orders", B), "readyReplicas": 1,
-         "lastSeen": "2025-01-01T11:59:30Z", "missingSince": "2025-01-01T11:59:40Z"},
+        {
+            "address": A,
+            "deployment": naming.worker_name("orders", A),
+            "readyReplicas": 1,
+            "lastSeen": "2025-01-01T12:00:00Z",
+        },
+        {
+            "address": B,
+            "deployment": naming.worker_name("orders", B),
+            "readyReplicas": 1,
+            "lastSeen": "2025-01-01T11:59:30Z",
+            "missingSince": "2025-01-01T11:59:40Z",
+        },
     ]
-    assert conditions(built) == {"SpecValid": ("True", "Valid"), "LookupdReachable": ("True", "AllReachable"),
-                                 "Ready": ("True", "AllWorkersReady")}
+    assert conditions(built) == {
+        "SpecValid": ("True", "Valid"),
+        "LookupdReachable": ("True", "AllReachable"),
+        "Ready": ("True", "AllWorkersReady"),
+    }
     assert [c["type"] for c in built["conditions"]] == ["Ready", "LookupdReachable", "SpecValid"]
-    assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == "2025-01-01T12:00:00Z"
-               for c in built["conditions"])
+    assert all(
+        c["observedGeneration"] == 3 and c["lastTransitionTime"] == "2025-01-01T12:00:00Z"
+        for c in built["conditions"]
+    )
 
 
 def test_workers_not_ready_yet() -> None:
@@ -118,7 +143,8 @@ def test_records_round_trip_through_the_status() -> None:
     }
     assert status.records_from_status(None) == {}
     assert status.records_from_status({"nsqds": [{"address": A, "lastSeen": "garbage"}, "junk"]}) == {
-        A: NsqdRecord(A)}
+        A: NsqdRecord(A)
+    }
 
 
 def test_only_timestamps_changed_is_written_once_a_minute() -> None:
@@ -143,7 +169,8 @@ def test_a_real_change_is_written_at_once() -> None:
 
 def test_an_event_per_action() -> None:
     assert events.for_action(Create("w", A, 1), None) == events.Event(
-        "Normal", "DeploymentCreated", f"Created Deployment w for nsqd {A} with 1 replica(s)")
+        "Normal", "DeploymentCreated", f"Created Deployment w for nsqd {A} with 1 replica(s)"
+    )
     assert events.for_action(Update("w", A, 1), None).reason == "DeploymentUpdated"
     assert events.for_action(Scale("w", A, 0), None).reason == "DeploymentScaled"
     assert events.for_action(Delete("w", A, "gone"), None).reason == "DeploymentDeleted"

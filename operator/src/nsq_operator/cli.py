@@ -23,21 +23,40 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
-        "run", help="run the Kubernetes operator",
+        "run",
+        help="run the Kubernetes operator",
         description="Watch NsqConsumer objects and keep one worker Deployment per nsqd. Credentials come "
-                    "from the pod's service account, else from KUBECONFIG or ~/.kube/config.",
+        "from the pod's service account, else from KUBECONFIG or ~/.kube/config.",
     )
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
-                       help="watch this namespace (repeatable; globs like 'team-*' work); default: all")
-    scope.add_argument("-A", "--all-namespaces", action="store_true",
-                       help="watch every namespace (the default when no --namespace is given)")
-    run.add_argument("--liveness", metavar="URL", default=DEFAULT_LIVENESS,
-                     help=f"serve the liveness probe here (default {DEFAULT_LIVENESS}; 'none' disables it)")
-    run.add_argument("--peering", metavar="NAME", default=None,
-                     help="coordinate with other operators through this KopfPeering object (needs kopf's "
-                          "peering CRDs); by default the operator runs standalone, which is safe because "
-                          "every write it makes is idempotent")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable; globs like 'team-*' work); default: all",
+    )
+    scope.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="watch every namespace (the default when no --namespace is given)",
+    )
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=DEFAULT_LIVENESS,
+        help=f"serve the liveness probe here (default {DEFAULT_LIVENESS}; 'none' disables it)",
+    )
+    run.add_argument(
+        "--peering",
+        metavar="NAME",
+        default=None,
+        help="coordinate with other operators through this KopfPeering object (needs kopf's "
+        "peering CRDs); by default the operator runs standalone, which is safe because "
+        "every write it makes is idempotent",
+    )
     run.add_argument("--priority", type=int, default=0, help="peering priority (with --peering)")
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything, including kopf's internals")

@@ -58,5 +58,10 @@ def for_held_deletions(previously_held: Collection[str], held: Collection[str]) 
     new = sorted(set(held) - set(previously_held))
     if not new:
         return []
-    return [Event(WARNING, "DeletionHeld",
-                  f"Not deleting {', '.join(new)}: no nsqlookupd answers, so their nsqd may still be alive")]
+    return [
+        Event(
+            WARNING,
+            "DeletionHeld",
+            f"Not deleting {', '.join(new)}: no nsqlookupd answers, so their nsqd may still be alive",
+        )
+    ]

@@ -50,7 +50,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+        prefix=GROUP, key="last-handled-configuration"
+    )
     if "kube" not in memo:  # tests and embedders may hand in their own
         memo["kube"] = Kube(load_client())
     if "cache" not in memo:
@@ -80,7 +81,8 @@ async def poll_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStoppe
         try:
             now = datetime.now(UTC)
             result = await loop.run_in_executor(
-                memo["executor"], reconcile.poll, memo["kube"], memo["cache"], snapshot, state, now)
+                memo["executor"], reconcile.poll, memo["kube"], memo["cache"], snapshot, state, now
+            )
         except Exception:  # a bug must not end this consumer's polling; the next poll starts afresh
             log.exception("polling %s/%s failed", body.metadata.namespace, body.metadata.name)
             state = reconcile.ConsumerState()

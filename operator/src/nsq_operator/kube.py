@@ -77,8 +77,11 @@ class Kube:
         """Every Deployment labelled as a worker of `consumer` (ownership is checked by the caller)."""
         with _call(f"listing the Deployments of {consumer}"):
             response = self.apps.list_namespaced_deployment(
-                namespace, label_selector=worker_selector(consumer), _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT)
+                namespace,
+                label_selector=worker_selector(consumer),
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
             items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
         return items
 
@@ -87,12 +90,16 @@ class Kube:
         meta = body["metadata"]
         try:
             with _call(f"creating Deployment {meta['name']}"):
-                self.apps.create_namespaced_deployment(meta["namespace"], dict(body), field_manager=MANAGER,
-                                                       _request_timeout=REQUEST_TIMEOUT)
+                self.apps.create_namespaced_deployment(
+                    meta["namespace"], dict(body), field_manager=MANAGER, _request_timeout=REQUEST_TIMEOUT
+                )
         except KubeError as error:
             if error.status == 409:
-                log.info("Deployment %s/%s already exists; treating the create as done",
-                         meta["namespace"], meta["name"])
+                log.info(
+                    "Deployment %s/%s already exists; treating the create as done",
+                    meta["namespace"],
+                    meta["name"],
+                )
                 return False
             raise
         return True
@@ -110,26 +117,38 @@ class Kube:
             },
         }
         with _call(f"updating Deployment {new_meta['name']}"):
-            self.apps.replace_namespaced_deployment(new_meta["name"], new_meta["namespace"], merged,
-                                                    field_manager=MANAGER, _request_timeout=REQUEST_TIMEOUT)
+            self.apps.replace_namespaced_deployment(
+                new_meta["name"],
+                new_meta["namespace"],
+                merged,
+                field_manager=MANAGER,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
 
     def scale(self, namespace: str, name: str, replicas: int) -> None:
         with _call(f"scaling Deployment {name}"):
-            self.apps.patch_namespaced_deployment(name, namespace, {"spec": {"replicas": replicas}},
-                                                  field_manager=MANAGER, _content_type=MERGE_PATCH,
-                                                  _request_timeout=REQUEST_TIMEOUT)
+            self.apps.patch_namespaced_deployment(
+                name,
+                namespace,
+                {"spec": {"replicas": replicas}},
+                field_manager=MANAGER,
+                _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
 
     def delete(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Delete a Deployment (and, in the background, its pods); already gone counts as done.
 
         With `uid`, only that very object: a Deployment recreated under the same name meanwhile survives.
         """
-        options = client.V1DeleteOptions(propagation_policy="Background",
-                                         preconditions=client.V1Preconditions(uid=uid) if uid else None)
+        options = client.V1DeleteOptions(
+            propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid) if uid else None
+        )
         try:
             with _call(f"deleting Deployment {name}"):
-                self.apps.delete_namespaced_deployment(name, namespace, body=options,
-                                                       _request_timeout=REQUEST_TIMEOUT)
+                self.apps.delete_namespaced_deployment(
+                    name, namespace, body=options, _request_timeout=REQUEST_TIMEOUT
+                )
         except KubeError as error:
             if error.status != 404:
                 raise
@@ -139,8 +158,16 @@ class Kube:
         try:
             with _call(f"writing the status of {name}"):
                 self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)},
-                    field_manager=MANAGER, _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {"status": dict(status)},
+                    field_manager=MANAGER,
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
         except KubeError as error:
             if error.status != 404:  # 404: the consumer was deleted while we polled
                 raise

@@ -102,20 +102,33 @@ def parse_lookup(lookupd: str, status: int, body: bytes | str) -> LookupdAnswer:
     for producer in producers:
         host = producer.get("broadcast_address") if isinstance(producer, dict) else None
         port = producer.get("tcp_port") if isinstance(producer, dict) else None
-        if not isinstance(host, str) or not host or isinstance(port, bool) or not isinstance(port, int) \
-                or not 0 < port < 65536:
+        if (
+            not isinstance(host, str)
+            or not host
+            or isinstance(port, bool)
+            or not isinstance(port, int)
+            or not 0 < port < 65536
+        ):
             return LookupFailure(lookupd, f"malformed producer entry: {producer!r}")
         addresses.add(nsqd_address(host, port))
     return Producers(lookupd, frozenset(addresses))
 
 
-def query(lookupd: str, topic: str, session: requests.Session | None = None,
-          timeout: float | tuple[float, float] = DEFAULT_TIMEOUT) -> LookupdAnswer:
+def query(
+    lookupd: str,
+    topic: str,
+    session: requests.Session | None = None,
+    timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+) -> LookupdAnswer:
     """GET <lookupd>/lookup?topic=<topic>; every failure comes back as a LookupFailure."""
     getter = session or requests
     try:
-        response = getter.get(f"{lookupd}/lookup", params={"topic": topic}, timeout=timeout,
-                              headers={"Accept": ACCEPT, "User-Agent": USER_AGENT})
+        response = getter.get(
+            f"{lookupd}/lookup",
+            params={"topic": topic},
+            timeout=timeout,
+            headers={"Accept": ACCEPT, "User-Agent": USER_AGENT},
+        )
         return parse_lookup(lookupd, response.status_code, response.content)
     except requests.RequestException as error:
         return LookupFailure(lookupd, _describe_error(error))
@@ -137,8 +150,9 @@ class LookupCache:
     to serve stale producer lists.
     """
 
-    def __init__(self, ttl: float = 1.0, fetch: Fetch | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ttl: float = 1.0, fetch: Fetch | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl = ttl
         self._fetch = fetch or (lambda lookupd, topic: query(lookupd, topic))
         self._clock = clock
@@ -170,8 +184,9 @@ class LookupCache:
                 del self._locks[key]
 
 
-def lookup(lookupds: Iterable[str], topic: str, cache: LookupCache | None = None,
-           max_age: float | None = None) -> Lookup:
+def lookup(
+    lookupds: Iterable[str], topic: str, cache: LookupCache | None = None, max_age: float | None = None
+) -> Lookup:
     """Ask every lookupd about `topic` (through the cache when given)."""
     if cache is None:
         return Lookup(tuple(query(url, topic) for url in lookupds))

@@ -141,14 +141,16 @@ def _render(owner: Owner, spec: ConsumerSpec, address: str) -> dict[str, Any]:
             "namespace": owner.namespace,
             "labels": labels(owner.name),
             "annotations": {ANNOTATION_NSQD_ADDRESS: address},
-            "ownerReferences": [{
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": owner.name,
-                "uid": owner.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": owner.name,
+                    "uid": owner.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": {
             "selector": {"matchLabels": selector},
@@ -192,10 +194,12 @@ def worker_env(spec: ConsumerSpec, address: str) -> list[dict[str, Any]]:
             {"name": "NSQ_TLS_VERIFY", "value": "true" if worker.tls.verify else "false"},
         ]
     if worker.auth:
-        env.append({
-            "name": "NSQ_AUTH_SECRET",
-            "valueFrom": {"secretKeyRef": {"name": worker.auth.secret_name, "key": worker.auth.key}},
-        })
+        env.append(
+            {
+                "name": "NSQ_AUTH_SECRET",
+                "valueFrom": {"secretKeyRef": {"name": worker.auth.secret_name, "key": worker.auth.key}},
+            }
+        )
     return env + [copy.deepcopy(dict(e)) for e in worker.env]
 
 
@@ -209,11 +213,15 @@ def _container(spec: ConsumerSpec, address: str) -> dict[str, Any]:
         "resources": copy.deepcopy(dict(worker.resources)),
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "health"},
-            "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3,
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
         },
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "health"},
-            "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2,
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
         },
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -241,11 +249,13 @@ def _container(spec: ConsumerSpec, address: str) -> dict[str, Any]:
 def _volumes(spec: ConsumerSpec) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     if spec.worker.tls:
-        volumes.append({
-            "name": "nsq-tls",
-            "secret": {
-                "secretName": spec.worker.tls.secret_name,
-                "defaultMode": 0o440,  # owner and group (fsGroup) may read; nobody else
-            },
-        })
+        volumes.append(
+            {
+                "name": "nsq-tls",
+                "secret": {
+                    "secretName": spec.worker.tls.secret_name,
+                    "defaultMode": 0o440,  # owner and group (fsGroup) may read; nobody else
+                },
+            }
+        )
     return volumes

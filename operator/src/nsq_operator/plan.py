@@ -106,8 +106,11 @@ def plan(
     by_address: dict[str, Worker] = {}
     strays: list[Worker] = []
     for worker in sorted(workers, key=lambda w: w.name):
-        if worker.address is not None and worker.name == target.name(worker.address) \
-                and worker.address not in by_address:
+        if (
+            worker.address is not None
+            and worker.name == target.name(worker.address)
+            and worker.address not in by_address
+        ):
             by_address[worker.address] = worker
         else:
             strays.append(worker)

@@ -42,8 +42,9 @@ class PollResult:
     status: dict[str, Any] = field(default_factory=dict)
 
 
-def poll(kube: Kube, cache: LookupCache, body: Mapping[str, Any], state: ConsumerState,
-         now: datetime) -> PollResult:
+def poll(
+    kube: Kube, cache: LookupCache, body: Mapping[str, Any], state: ConsumerState, now: datetime
+) -> PollResult:
     """Reconcile the consumer in `body` once and say when to come back."""
     meta = body.get("metadata") or {}
     owner = manifests.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
@@ -85,8 +86,14 @@ def poll(kube: Kube, cache: LookupCache, body: Mapping[str, Any], state: Consume
         fingerprint=lambda address: manifests.fingerprint(owner, spec, address),
         replicas=spec.replicas,
     )
-    planned = plan(found.producers, map(manifests.read_worker, deployments), records, target, now,
-                   timedelta(seconds=spec.nsqd_removal_grace_seconds))
+    planned = plan(
+        found.producers,
+        map(manifests.read_worker, deployments),
+        records,
+        target,
+        now,
+        timedelta(seconds=spec.nsqd_removal_grace_seconds),
+    )
     emitted += events.for_held_deletions(state.held, planned.deletions_held)
     state.held = planned.deletions_held
 
@@ -105,8 +112,14 @@ def poll(kube: Kube, cache: LookupCache, body: Mapping[str, Any], state: Consume
     state.records = kept
 
     observation = status.Observation(
-        owner.name, generation, now, lookup=found, plan=_with_records(planned, kept), replicas=spec.replicas,
-        paused=spec.paused, ready={name: manifests.ready_replicas(d) for name, d in by_name.items()},
+        owner.name,
+        generation,
+        now,
+        lookup=found,
+        plan=_with_records(planned, kept),
+        replicas=spec.replicas,
+        paused=spec.paused,
+        ready={name: manifests.ready_replicas(d) for name, d in by_name.items()},
         failures=tuple(failures),
     )
     new_status = status.build(observation, previous_status)
@@ -114,8 +127,13 @@ def poll(kube: Kube, cache: LookupCache, body: Mapping[str, Any], state: Consume
     return PollResult(interval, emitted, new_status)
 
 
-def _execute(kube: Kube, owner: manifests.Owner, spec: ConsumerSpec, action: Action,
-             existing: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str | None]:
+def _execute(
+    kube: Kube,
+    owner: manifests.Owner,
+    spec: ConsumerSpec,
+    action: Action,
+    existing: Mapping[str, Mapping[str, Any]],
+) -> tuple[bool, str | None]:
     """Carry out one action: whether it changed anything, and the error as a sentence if it failed.
 
     A create that meets an existing Deployment (another operator, or a retry) changed nothing.
@@ -144,8 +162,14 @@ def _with_records(planned: Plan, kept: Mapping[str, NsqdRecord]) -> Plan:
     return replace(planned, nsqds=tuple(kept[a] for a in sorted(kept)))
 
 
-def _write_status(kube: Kube, owner: manifests.Owner, state: ConsumerState, previous: Mapping[str, Any],
-                  new: dict[str, Any], now: datetime) -> None:
+def _write_status(
+    kube: Kube,
+    owner: manifests.Owner,
+    state: ConsumerState,
+    previous: Mapping[str, Any],
+    new: dict[str, Any],
+    now: datetime,
+) -> None:
     if not status.needs_write(previous, new, now):
         return
     try:
@@ -154,4 +178,3 @@ def _write_status(kube: Kube, owner: manifests.Owner, state: ConsumerState, prev
         log.warning("%s/%s: %s", owner.namespace, owner.name, error)
         return
     state.last_status = {**previous, **new}
-

@@ -46,12 +46,27 @@ LOOKUPD_URL_PATTERN = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 # The environment the operator gives every worker (the worker's contract); users may not set these
 # through `worker.env`, since the worker would then consume from somewhere the operator does not know.
-RESERVED_ENV = frozenset({
-    "NSQ_TOPIC", "NSQ_CHANNEL", "NSQD_TCP_ADDRESS", "NSQ_MAX_IN_FLIGHT", "NSQ_CONCURRENCY",
-    "NSQ_MAX_ATTEMPTS", "NSQ_REQUEUE_DELAY", "NSQ_MSG_TIMEOUT", "NSQ_DRAIN_TIMEOUT", "NSQ_DEAD_LETTER_TOPIC",
-    "NSQ_HEALTH_PORT", "NSQ_TLS", "NSQ_TLS_CA_FILE", "NSQ_TLS_CERT_FILE", "NSQ_TLS_KEY_FILE",
-    "NSQ_TLS_VERIFY", "NSQ_AUTH_SECRET",
-})
+RESERVED_ENV = frozenset(
+    {
+        "NSQ_TOPIC",
+        "NSQ_CHANNEL",
+        "NSQD_TCP_ADDRESS",
+        "NSQ_MAX_IN_FLIGHT",
+        "NSQ_CONCURRENCY",
+        "NSQ_MAX_ATTEMPTS",
+        "NSQ_REQUEUE_DELAY",
+        "NSQ_MSG_TIMEOUT",
+        "NSQ_DRAIN_TIMEOUT",
+        "NSQ_DEAD_LETTER_TOPIC",
+        "NSQ_HEALTH_PORT",
+        "NSQ_TLS",
+        "NSQ_TLS_CA_FILE",
+        "NSQ_TLS_CERT_FILE",
+        "NSQ_TLS_KEY_FILE",
+        "NSQ_TLS_VERIFY",
+        "NSQ_AUTH_SECRET",
+    }
+)
 
 JsonObject = Mapping[str, Any]
 
@@ -153,19 +168,25 @@ def parse(raw: Mapping[str, Any] | None) -> ConsumerSpec | SpecError:
 def _consumer(raw: Mapping[str, Any], path: str) -> ConsumerSpec:
     lookupd = _object(_required(raw, "lookupd", path), f"{path}.lookupd")
     worker_raw = raw.get("worker")
-    worker = WorkerSpec() if worker_raw is None else _worker(_object(worker_raw, f"{path}.worker"),
-                                                             f"{path}.worker")
+    worker = (
+        WorkerSpec()
+        if worker_raw is None
+        else _worker(_object(worker_raw, f"{path}.worker"), f"{path}.worker")
+    )
     return ConsumerSpec(
         topic=_nsq_name(_required(raw, "topic", path), f"{path}.topic"),
         channel=_nsq_name(_required(raw, "channel", path), f"{path}.channel"),
         lookupd=LookupdSpec(
-            http_addresses=_lookupd_urls(_required(lookupd, "httpAddresses", f"{path}.lookupd"),
-                                         f"{path}.lookupd.httpAddresses"),
-            poll_interval_seconds=_int(lookupd, "pollIntervalSeconds", f"{path}.lookupd",
-                                       DEFAULT_POLL_INTERVAL_SECONDS, minimum=1),
+            http_addresses=_lookupd_urls(
+                _required(lookupd, "httpAddresses", f"{path}.lookupd"), f"{path}.lookupd.httpAddresses"
+            ),
+            poll_interval_seconds=_int(
+                lookupd, "pollIntervalSeconds", f"{path}.lookupd", DEFAULT_POLL_INTERVAL_SECONDS, minimum=1
+            ),
         ),
-        nsqd_removal_grace_seconds=_int(raw, "nsqdRemovalGraceSeconds", path, DEFAULT_REMOVAL_GRACE_SECONDS,
-                                        minimum=0),
+        nsqd_removal_grace_seconds=_int(
+            raw, "nsqdRemovalGraceSeconds", path, DEFAULT_REMOVAL_GRACE_SECONDS, minimum=0
+        ),
         paused=_bool(raw, "paused", path, False),
         worker=worker,
     )
@@ -187,15 +208,24 @@ def _worker(raw: Mapping[str, Any], path: str) -> WorkerSpec:
         max_in_flight=_int(raw, "maxInFlight", path, DEFAULT_MAX_IN_FLIGHT, minimum=1, maximum=MAX_RDY_COUNT),
         concurrency=_int(raw, "concurrency", path, DEFAULT_CONCURRENCY, minimum=1, maximum=MAX_CONCURRENCY),
         max_attempts=_int(raw, "maxAttempts", path, DEFAULT_MAX_ATTEMPTS, minimum=0, maximum=65535),
-        requeue_delay_seconds=_int(raw, "requeueDelaySeconds", path, DEFAULT_REQUEUE_DELAY_SECONDS, minimum=0,
-                                   maximum=MAX_MSG_TIMEOUT_SECONDS),
-        msg_timeout_seconds=None if msg_timeout is None else _int(
-            raw, "msgTimeoutSeconds", path, 0, minimum=1, maximum=MAX_MSG_TIMEOUT_SECONDS),
-        drain_timeout_seconds=_int(raw, "drainTimeoutSeconds", path, DEFAULT_DRAIN_TIMEOUT_SECONDS,
-                                   minimum=1),
+        requeue_delay_seconds=_int(
+            raw,
+            "requeueDelaySeconds",
+            path,
+            DEFAULT_REQUEUE_DELAY_SECONDS,
+            minimum=0,
+            maximum=MAX_MSG_TIMEOUT_SECONDS,
+        ),
+        msg_timeout_seconds=None
+        if msg_timeout is None
+        else _int(raw, "msgTimeoutSeconds", path, 0, minimum=1, maximum=MAX_MSG_TIMEOUT_SECONDS),
+        drain_timeout_seconds=_int(
+            raw, "drainTimeoutSeconds", path, DEFAULT_DRAIN_TIMEOUT_SECONDS, minimum=1
+        ),
         dead_letter_topic=None if dead_letter is None else _nsq_name(dead_letter, f"{path}.deadLetterTopic"),
         health_port=_int(raw, "healthPort", path, DEFAULT_HEALTH_PORT, minimum=1, maximum=65535),
-        resources=_object(raw["resources"], f"{path}.resources") if raw.get("resources")
+        resources=_object(raw["resources"], f"{path}.resources")
+        if raw.get("resources")
         else DEFAULT_RESOURCES,
         replicas_per_nsqd=_int(raw, "replicasPerNsqd", path, DEFAULT_REPLICAS_PER_NSQD, minimum=1),
         service_account_name=_optional_str(raw, "serviceAccountName", path),
@@ -214,16 +244,20 @@ def _tls(raw: object, path: str) -> TlsSpec | None:
     if raw is None:
         return None
     tls = _object(raw, path)
-    return TlsSpec(secret_name=_resource_name(_required(tls, "secretName", path), f"{path}.secretName"),
-                   verify=_bool(tls, "verify", path, True))
+    return TlsSpec(
+        secret_name=_resource_name(_required(tls, "secretName", path), f"{path}.secretName"),
+        verify=_bool(tls, "verify", path, True),
+    )
 
 
 def _auth(raw: object, path: str) -> AuthSpec | None:
     if raw is None:
         return None
     auth = _object(raw, path)
-    return AuthSpec(secret_name=_resource_name(_required(auth, "secretName", path), f"{path}.secretName"),
-                    key=_str(auth, "key", path, DEFAULT_AUTH_KEY))
+    return AuthSpec(
+        secret_name=_resource_name(_required(auth, "secretName", path), f"{path}.secretName"),
+        key=_str(auth, "key", path, DEFAULT_AUTH_KEY),
+    )
 
 
 # --- small checkers: each raises _InvalidError with the full path of the field it looked at -----------------
@@ -256,13 +290,22 @@ def _env(value: object, path: str) -> tuple[JsonObject, ...]:
         if not isinstance(item.get("name"), str) or not item["name"]:
             raise _InvalidError(f"{path}[{i}].name", "is required")
         if item["name"] in RESERVED_ENV:
-            raise _InvalidError(f"{path}[{i}].name", f"{item['name']} is set by the operator from the spec; "
-                                                "use the matching worker field instead")
+            raise _InvalidError(
+                f"{path}[{i}].name",
+                f"{item['name']} is set by the operator from the spec; use the matching worker field instead",
+            )
     return items
 
 
-def _int(raw: Mapping[str, Any], key: str, path: str, default: int, *, minimum: int | None = None,
-         maximum: int | None = None) -> int:
+def _int(
+    raw: Mapping[str, Any],
+    key: str,
+    path: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
     value = raw.get(key)
     if value is None:
         return default
@@ -304,8 +347,11 @@ def _optional_strings(raw: Mapping[str, Any], key: str, path: str) -> tuple[str,
     value = raw.get(key)
     if value is None:
         return None
-    if not isinstance(value, Sequence) or isinstance(value, str) \
-            or not all(isinstance(v, str) for v in value):
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or not all(isinstance(v, str) for v in value)
+    ):
         raise _InvalidError(f"{path}.{key}", "must be a list of strings")
     return tuple(value)
 
@@ -334,10 +380,12 @@ def _resource_name(value: object, path: str) -> str:
 
 
 def _nsq_name(value: object, path: str) -> str:
-    valid = isinstance(value, str) and 1 <= len(value) <= NAME_MAX_LENGTH and NAME_PATTERN.fullmatch(value)
-    if not valid:
-        raise _InvalidError(path, f"must be 1..{NAME_MAX_LENGTH} characters of [.a-zA-Z0-9_-], optionally "
-                                  f"ending in #ephemeral, not {value!r}")
+    if not (isinstance(value, str) and 1 <= len(value) <= NAME_MAX_LENGTH and NAME_PATTERN.fullmatch(value)):
+        raise _InvalidError(
+            path,
+            f"must be 1..{NAME_MAX_LENGTH} characters of [.a-zA-Z0-9_-], optionally "
+            f"ending in #ephemeral, not {value!r}",
+        )
     return value
 
 

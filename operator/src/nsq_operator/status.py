@@ -66,8 +66,9 @@ def records_from_status(status: Mapping[str, Any] | None) -> dict[str, NsqdRecor
     for entry in (status or {}).get("nsqds") or []:
         if isinstance(entry, Mapping) and isinstance(entry.get("address"), str):
             address = entry["address"]
-            records[address] = NsqdRecord(address, parse_timestamp(entry.get("lastSeen")),
-                                          parse_timestamp(entry.get("missingSince")))
+            records[address] = NsqdRecord(
+                address, parse_timestamp(entry.get("lastSeen")), parse_timestamp(entry.get("missingSince"))
+            )
     return records
 
 
@@ -93,8 +94,12 @@ def build(observation: Observation, previous: Mapping[str, Any] | None) -> dict[
     return status
 
 
-def needs_write(previous: Mapping[str, Any] | None, new: Mapping[str, Any], now: datetime,
-                refresh: timedelta = STATUS_REFRESH) -> bool:
+def needs_write(
+    previous: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    now: datetime,
+    refresh: timedelta = STATUS_REFRESH,
+) -> bool:
     """Whether `new` says something `previous` does not, or `previous` is getting stale."""
     if previous is None:
         return True
@@ -112,7 +117,8 @@ def _steady(status: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(steady.get("nsqds"), list):
         steady["nsqds"] = [
             {k: v for k, v in entry.items() if k not in VOLATILE_NSQD_FIELDS}
-            if isinstance(entry, Mapping) else entry
+            if isinstance(entry, Mapping)
+            else entry
             for entry in steady["nsqds"]
         ]
     return steady
@@ -121,7 +127,9 @@ def _steady(status: Mapping[str, Any]) -> dict[str, Any]:
 def _nsqd_entry(obs: Observation, record: NsqdRecord) -> dict[str, Any]:
     name = naming.worker_name(obs.consumer, record.address)
     entry: dict[str, Any] = {
-        "address": record.address, "deployment": name, "readyReplicas": obs.ready.get(name, 0),
+        "address": record.address,
+        "deployment": name,
+        "readyReplicas": obs.ready.get(name, 0),
     }
     if record.last_seen is not None:
         entry["lastSeen"] = timestamp(record.last_seen)
@@ -148,10 +156,22 @@ def _lookupd_reachable(obs: Observation) -> Iterable[Fresh]:
     if not failures:
         return [(LOOKUPD_REACHABLE, "True", "AllReachable", f"All {total} nsqlookupd answered.")]
     if obs.lookup.reachable:
-        return [(LOOKUPD_REACHABLE, "True", "PartiallyReachable",
-                 f"{total - len(failures)} of {total} nsqlookupd answered; {detail}")]
-    return [(LOOKUPD_REACHABLE, "False", "Unreachable",
-             f"No nsqlookupd answered, so no worker is removed; {detail}")]
+        return [
+            (
+                LOOKUPD_REACHABLE,
+                "True",
+                "PartiallyReachable",
+                f"{total - len(failures)} of {total} nsqlookupd answered; {detail}",
+            )
+        ]
+    return [
+        (
+            LOOKUPD_REACHABLE,
+            "False",
+            "Unreachable",
+            f"No nsqlookupd answered, so no worker is removed; {detail}",
+        )
+    ]
 
 
 def _ready(obs: Observation, status: Mapping[str, Any]) -> Fresh:
@@ -172,8 +192,9 @@ def _ready(obs: Observation, status: Mapping[str, Any]) -> Fresh:
     return READY, "True", "AllWorkersReady", f"{ready} of {desired} workers ready for {count} nsqd."
 
 
-def _condition(previous: Mapping[str, Any] | None, type_: str, state: str, reason: str, message: str,
-               obs: Observation) -> dict[str, Any]:
+def _condition(
+    previous: Mapping[str, Any] | None, type_: str, state: str, reason: str, message: str, obs: Observation
+) -> dict[str, Any]:
     kept = previous.get("lastTransitionTime") if previous and previous.get("status") == state else None
     return {
         "type": type_,
