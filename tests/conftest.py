@@ -15,13 +15,8 @@ from tests.rig import docker
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import tail
-
-LOG_PATHS = pytest.StashKey[list[Path]]()
-
-
-def attach_logs(request: pytest.FixtureRequest, paths: list[Path]) -> None:
-    """Have these logs printed if the test fails."""
-    request.node.stash.setdefault(LOG_PATHS, []).extend(paths)
+from tests.rig.reporting import LOG_PATHS, attach_logs
+from tests.rig.workers import WorkerFactory
 
 
 @pytest.hookimpl(wrapper=True)
@@ -81,3 +76,11 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         if started is not None:
             started.stop(timeout=30)
+
+
+@pytest.fixture
+def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Real worker processes for one test (see tests/rig/workers.py), all stopped afterwards."""
+    factory = WorkerFactory(request, tmp_path / "workers")
+    yield factory
+    factory.stop_all()

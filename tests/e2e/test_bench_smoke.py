@@ -17,9 +17,9 @@ import pytest
 
 from tests.rig.tools import PROJECT_ROOT
 
-pytestmark = pytest.mark.skipif(
-    len(os.sched_getaffinity(0)) < 2, reason="the benchmarks pin nsqd and the consumer to two cores"
-)
+
+def test_the_machine_has_the_two_cores_the_benchmarks_pin_to() -> None:
+    assert len(os.sched_getaffinity(0)) >= 2, "the benchmarks pin nsqd and the consumer to different cores"
 
 
 def assert_exact(runs: list[dict[str, Any]], published: int, what: str) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import attach_logs
 from tests.rig.helm import CHART, helm
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import Process, free_port, http_ok
+from tests.rig.reporting import attach_logs
 
 OPERATOR = Path(sys.executable).parent / "nsq-operator"
 RELEASE = "nsq-operator"

@@ -14,10 +14,10 @@ from typing import Protocol
 
 import pytest
 
-from tests.conftest import attach_logs
-from tests.integration.test_worker_support import RECORDING_WORKER
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import Process
+from tests.rig.reporting import attach_logs
+from tests.rig.workers import RECORDING_WORKER
 
 NSQ_OPERATOR = Path(sys.executable).parent / "nsq-operator"
 TOPIC, CHANNEL = "local", "mode"

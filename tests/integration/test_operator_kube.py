@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from nsq_operator import naming
-from tests.conftest import attach_logs
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import Process, free_port, http_ok
+from tests.rig.reporting import attach_logs
 
 pytestmark = pytest.mark.kube
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from tests.integration.test_worker_support import (
+from tests.rig.nsq import NsqCluster
+from tests.rig.workers import (
     WorkerFactory,
     bodies,
     channel,
@@ -15,16 +13,8 @@ from tests.integration.test_worker_support import (
     topic_depth,
     wait_for,
 )
-from tests.rig.nsq import NsqCluster
 
 ONE_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 1}], indirect=True)
-
-
-@pytest.fixture
-def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerFactory]:
-    factory = WorkerFactory(request, tmp_path / "workers")
-    yield factory
-    factory.stop_all()
 
 
 @ONE_NSQD

@@ -12,19 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_worker_support import WorkerFactory, bodies, clients, settled, wait_for
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import free_port
+from tests.rig.workers import WorkerFactory, bodies, clients, settled, wait_for
 
 NO_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 0}], indirect=True)
 SECRET = "letmein"
-
-
-@pytest.fixture
-def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerFactory]:
-    factory = WorkerFactory(request, tmp_path / "workers")
-    yield factory
-    factory.stop_all()
 
 
 def _openssl(*args: str, cwd: Path) -> None:

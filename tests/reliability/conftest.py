@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import attach_logs
 from tests.integration.test_operator_kube import CRD, Namespace
-from tests.integration.test_worker_support import WorkerFactory
 from tests.reliability.support import Row, Sizes, git_commit, mode, sizes, write_row
 from tests.rig.kube import KubeCluster
+from tests.rig.reporting import attach_logs
 
 OUTCOME = pytest.StashKey[tuple[str, str]]()
 
@@ -57,15 +56,6 @@ def row(request: pytest.FixtureRequest) -> Iterator[Row]:
     entry.finished_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     entry.commit = git_commit()
     write_row(entry)
-
-
-@pytest.fixture
-def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerFactory]:
-    factory = WorkerFactory(request, tmp_path / "workers")
-    try:
-        yield factory
-    finally:
-        factory.stop_all()
 
 
 def install_crd(kube: KubeCluster) -> None:

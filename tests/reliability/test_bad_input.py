@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from nsq_operator import naming
-from tests.conftest import attach_logs
 from tests.integration.test_operator_kube import TOPIC, Namespace, consumer
 from tests.reliability.conftest import install_crd
 from tests.reliability.support import Row
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster
+from tests.rig.reporting import attach_logs
 
 pytestmark = pytest.mark.kube
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_worker_support import Worker, WorkerFactory
 from tests.reliability.support import (
     Records,
     Row,
@@ -27,6 +26,7 @@ from tests.reliability.support import (
     write_worker_script,
 )
 from tests.rig.nsq import NsqCluster, Nsqd
+from tests.rig.workers import Worker, WorkerFactory
 
 TOPIC, CHANNEL = "work", "workers"
 ONE_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 1}], indirect=True)

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from tests.conftest import attach_logs
 from tests.rig.nsq import Nsqd
 from tests.rig.procs import Process, free_port
+from tests.rig.reporting import attach_logs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NSQ_WORKER_SCRIPT = PROJECT_ROOT / ".venv" / "bin" / "nsq-worker"
