@@ -17,9 +17,10 @@ from pathlib import Path
 from tests.reliability.support import PROJECT_ROOT, Row, read_rows, results_dir
 
 COMMANDS = {
-    "soak": "make soak  # NSQ_SOAK=1 .venv/bin/python -m pytest tests/reliability && "
-    ".venv/bin/python -m tests.reliability.report",
-    "short": ".venv/bin/python -m pytest tests/reliability && .venv/bin/python -m tests.reliability.report",
+    "soak": "`make soak` (`NSQ_SOAK=1 .venv/bin/python -m pytest tests/reliability`, then "
+    "`.venv/bin/python -m tests.reliability.report`)",
+    "short": "`.venv/bin/python -m pytest tests/reliability` (or any `pytest` run that includes it), then "
+    "`.venv/bin/python -m tests.reliability.report`",
 }
 TITLES = {
     "soak": "Soak run (the long sizes, NSQ_SOAK=1)",
@@ -88,7 +89,7 @@ def render(modes: Sequence[str] = ("soak", "short")) -> str:
         commits = sorted({r.commit for r in rows})
         failed = [r for r in rows if r.outcome != "passed"]
         out.append(f"## {TITLES[mode]}\n")
-        out.append(f"Produced by `{COMMANDS[mode]}` on {', '.join(when)} at commit {', '.join(commits)}; "
+        out.append(f"Produced by {COMMANDS[mode]} on {', '.join(when)} at commit {', '.join(commits)}; "
                    f"{len(rows)} scenarios, {len(rows) - len(failed)} passed, "
                    f"{sum(r.seconds for r in rows) / 60:.1f} minutes in all.\n")  # fmt: skip
         out.extend(table(rows))
