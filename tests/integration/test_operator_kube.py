@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,14 @@ def ns(
 ) -> Iterator[Namespace]:
     """A namespace with one operator watching it."""
     attach_logs(request, [tmp_path / "operator"])
-    namespace = Namespace(kube_cluster, kube_namespace, tmp_path / "operator")
+    with operated(kube_cluster, kube_namespace, tmp_path / "operator") as namespace:
+        yield namespace
+
+
+@contextmanager
+def operated(kube: KubeCluster, name: str, log_dir: Path) -> Iterator[Namespace]:
+    """The namespace with an operator watching it until the block ends."""
+    namespace = Namespace(kube, name, log_dir)
     namespace.start_operator()
     try:
         yield namespace

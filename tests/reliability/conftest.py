@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_operator_kube import CRD, Namespace
+from tests.integration.test_operator_kube import CRD, Namespace, operated
 from tests.reliability.support import Row, Sizes, git_commit, mode, sizes, write_row
 from tests.rig.kube import KubeCluster
 from tests.rig.reporting import attach_logs
@@ -75,14 +75,8 @@ def operator_ns(
 ) -> Iterator[Namespace]:
     """A fresh namespace on the session's control plane with one operator watching it."""
     attach_logs(request, [tmp_path / "operator"])
-    namespace = Namespace(reliability_crd, kube_namespace, tmp_path / "operator")
-    namespace.start_operator()
-    try:
+    with operated(reliability_crd, kube_namespace, tmp_path / "operator") as namespace:
         yield namespace
-    finally:
-        namespace.kubectl("delete", "nsqconsumers", "--all", "--timeout=30s", check=False)
-        for process in namespace.operators:
-            process.stop()
 
 
 @pytest.fixture
