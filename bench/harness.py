@@ -150,11 +150,6 @@ def http_post(nsqd: Nsqd, path: str) -> None:
         conn.close()
 
 
-def create_channel(nsqd: Nsqd, topic: str, channel: str) -> None:
-    http_post(nsqd, f"/topic/create?topic={topic}")
-    http_post(nsqd, f"/channel/create?topic={topic}&channel={channel}")
-
-
 def delete_topic(nsqd: Nsqd, topic: str) -> None:
     with contextlib.suppress(BenchError, OSError):
         http_post(nsqd, f"/topic/delete?topic={topic}")
@@ -223,7 +218,7 @@ def publish(nsqd: Nsqd, topic: str, bodies: Sequence[bytes] | tuple[bytes, int])
 
 def fill(nsqd: Nsqd, topic: str, channel: str, bodies: Sequence[bytes] | tuple[bytes, int]) -> int:
     """A fresh topic with one channel holding exactly the published messages, ready to consume."""
-    create_channel(nsqd, topic, channel)
+    nsqd.create_topic(topic, channel)
     count = publish(nsqd, topic, bodies)
     stats = StatsClient(nsqd)
     deadline = time.monotonic() + 120
