@@ -192,3 +192,45 @@ def test_held_deletions_warn_once() -> None:
     assert [e.reason for e in events.for_held_deletions((), ("w1",))] == ["DeletionHeld"]
     assert events.for_held_deletions(("w1",), ("w1",)) == []
     assert events.for_held_deletions(("w1",), ()) == []
+
+
+def test_worker_problems_events_on_change_only() -> None:
+    secret = 'pod p1: CreateContainerConfigError: secret "auth" not found'
+    started = events.for_worker_problems({}, {A: secret})
+    assert [(e.type, e.reason) for e in started] == [(events.WARNING, "WorkerFailing")]
+    assert A in started[0].message
+    assert 'secret "auth" not found' in started[0].message
+    assert events.for_worker_problems({A: secret}, {A: secret}) == []
+    changed = events.for_worker_problems({A: secret}, {A: "pod p1: ErrImagePull"})
+    assert [e.reason for e in changed] == ["WorkerFailing"]
+    recovered = events.for_worker_problems({A: secret}, {})
+    assert [(e.type, e.reason) for e in recovered] == [(events.NORMAL, "WorkerRecovered")]
+
+
+# --- why workers are not ready ----------------------------------------------------------------------------
+
+
+def test_a_worker_problem_makes_ready_say_why() -> None:
+    problem = 'pod p1: CreateContainerConfigError: secret "auth" not found'
+    built = status.build(observe(ready=ready_for(A), problems={B: problem}), None)
+    assert conditions(built)["Ready"] == ("False", "WorkersFailing")
+    message = status.condition(built, "Ready")["message"]  # type: ignore[index]
+    assert message == f"1 of 2 workers ready for 2 nsqd; nsqd {B}: {problem}"
+    by_address = {entry["address"]: entry for entry in built["nsqds"]}
+    assert by_address[B]["problem"] == problem
+    assert "problem" not in by_address[A]
+
+
+def test_many_worker_problems_are_summed_up_in_ready() -> None:
+    addresses = [f"10.0.1.{i}:4150" for i in range(5)]
+    plan = Plan((), tuple(NsqdRecord(a, last_seen=NOW) for a in addresses))
+    built = status.build(observe(plan=plan, problems={a: "ErrImagePull" for a in addresses}), None)
+    message = status.condition(built, "Ready")["message"]  # type: ignore[index]
+    assert message.count("ErrImagePull") == status.MAX_PROBLEMS_SHOWN
+    assert message.endswith("; and 2 more (see status.nsqds[].problem)")
+    assert sum("problem" in entry for entry in built["nsqds"]) == 5
+
+
+def test_problems_are_ignored_once_every_worker_is_ready() -> None:
+    built = status.build(observe(ready=ready_for(A, B), problems={A: "Unhealthy"}), None)
+    assert conditions(built)["Ready"] == ("True", "AllWorkersReady")

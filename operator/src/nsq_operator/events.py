@@ -6,7 +6,7 @@ down and once when it comes back, not on every poll (the conditions carry the cu
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from nsq_operator.lookupd import Lookup
@@ -51,6 +51,19 @@ def for_lookup(previously_failing: Collection[str], lookup: Lookup) -> list[Even
     for lookupd in sorted(answered & set(previously_failing)):
         events.append(Event(NORMAL, "LookupdRecovered", f"nsqlookupd {lookupd} answers again"))
     return events
+
+
+def for_worker_problems(previous: Mapping[str, str], current: Mapping[str, str]) -> list[Event]:
+    """A warning when a worker starts failing (or fails differently), a note when it recovers."""
+    found = [
+        Event(WARNING, "WorkerFailing", f"Worker for nsqd {address} is not running: {problem}")
+        for address, problem in sorted(current.items())
+        if previous.get(address) != problem
+    ]
+    return found + [
+        Event(NORMAL, "WorkerRecovered", f"Worker for nsqd {address} no longer reports a problem")
+        for address in sorted(previous.keys() - current.keys())
+    ]
 
 
 def for_held_deletions(previously_held: Collection[str], held: Collection[str]) -> list[Event]:

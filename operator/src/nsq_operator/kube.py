@@ -64,21 +64,44 @@ def _reason(error: ApiException) -> str:
     return f"{error.status} {error.reason}: {message or error.body or ''}".strip()
 
 
+def _list(what: str, call: Any, namespace: str, consumer: str) -> list[dict[str, Any]]:
+    """One list call for the workers of `consumer`, as raw JSON items."""
+    with _call(what):
+        response = call(
+            namespace,
+            label_selector=worker_selector(consumer),
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+    return items
+
+
 class Kube:
-    """Deployments of one consumer, and the consumer's status."""
+    """Deployments of one consumer, their pods (read only), and the consumer's status."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         # Typed as Any on purpose: we send dicts and read raw JSON, which the generated signatures
         # (model classes only) do not describe, though the client supports both.
         self.apps: Any = client.AppsV1Api(api_client)
         self.custom: Any = client.CustomObjectsApi(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
 
     def list_workers(self, namespace: str, consumer: str) -> list[dict[str, Any]]:
         """Every Deployment labelled as a worker of `consumer` (ownership is checked by the caller)."""
-        with _call(f"listing the Deployments of {consumer}"):
-            response = self.apps.list_namespaced_deployment(
+        what = f"listing the Deployments of {consumer}"
+        return _list(what, self.apps.list_namespaced_deployment, namespace, consumer)
+
+    def list_worker_pods(self, namespace: str, consumer: str) -> list[dict[str, Any]]:
+        """Every pod labelled as a worker of `consumer`: read to say why a worker is not ready."""
+        return _list(f"listing the pods of {consumer}", self.core.list_namespaced_pod, namespace, consumer)
+
+    def list_pod_warnings(self, namespace: str, pod: str) -> list[dict[str, Any]]:
+        """The Warning events about one pod (the kubelet's FailedMount, Unhealthy, ...)."""
+        with _call(f"listing the events of pod {pod}"):
+            response = self.core.list_namespaced_event(
                 namespace,
-                label_selector=worker_selector(consumer),
+                field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod},type=Warning",
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
             )

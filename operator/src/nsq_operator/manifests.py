@@ -211,6 +211,9 @@ def _container(spec: ConsumerSpec, address: str) -> dict[str, Any]:
         "env": worker_env(spec, address),
         "ports": [{"name": "health", "containerPort": worker.health_port, "protocol": "TCP"}],
         "resources": copy.deepcopy(dict(worker.resources)),
+        # A worker that exits on a bad setting says why on stderr; this puts that in the pod's
+        # status, where the operator copies it into the NsqConsumer's Ready condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "health"},
             "periodSeconds": 10,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from nsq_operator import events, manifests, naming, status
+from nsq_operator import events, manifests, naming, pods, status
 from nsq_operator.events import Event
 from nsq_operator.kube import Kube, KubeError
 from nsq_operator.lookupd import LookupCache, lookup
@@ -33,6 +33,13 @@ class ConsumerState:
     held: tuple[str, ...] = ()
     spec_error: SpecError | None = None
     failures: tuple[str, ...] = ()
+    problems: dict[str, str] = field(default_factory=dict)  # why a worker is not running, by nsqd
+    pods_unreadable: bool = False
+
+
+# Pods whose status is silent about why they are not ready get their events read, at most this many
+# a poll, so a consumer with hundreds of starting pods costs a handful of calls, not hundreds.
+MAX_EVENT_LOOKUPS = 3
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,12 @@ def poll(
     state.failures = tuple(failures)
     state.records = kept
 
+    ready = {name: manifests.ready_replicas(d) for name, d in by_name.items()}
+    short = sum(ready.values()) < len(kept) * spec.replicas
+    problems = _worker_problems(kube, owner, state) if short else {}
+    emitted += events.for_worker_problems(state.problems, problems)
+    state.problems = problems
+
     observation = status.Observation(
         owner.name,
         generation,
@@ -119,8 +132,9 @@ def poll(
         plan=_with_records(planned, kept),
         replicas=spec.replicas,
         paused=spec.paused,
-        ready={name: manifests.ready_replicas(d) for name, d in by_name.items()},
+        ready=ready,
         failures=tuple(failures),
+        problems=problems,
     )
     new_status = status.build(observation, previous_status)
     _write_status(kube, owner, state, previous_status, new_status, now)
@@ -155,6 +169,27 @@ def _execute(
         return False, str(error)
     log.info("%s/%s: %s%s", owner.namespace, owner.name, action, "" if changed else " (already done)")
     return changed, None
+
+
+def _worker_problems(kube: Kube, owner: manifests.Owner, state: ConsumerState) -> dict[str, str]:
+    """Why workers are not running, by nsqd, read from their pods.
+
+    Reading pods is diagnosis, not control: a failure (say, RBAC from an older chart without pod
+    access) is logged once, keeps what the last successful read said, and never fails the poll.
+    """
+    try:
+        listed = kube.list_worker_pods(owner.namespace, owner.name)
+        warnings = {
+            name: list(kube.list_pod_warnings(owner.namespace, name))
+            for name in pods.needing_events(listed, MAX_EVENT_LOOKUPS)
+        }
+    except KubeError as error:
+        if not state.pods_unreadable:
+            log.warning("%s/%s: cannot say why workers are not ready: %s", owner.namespace, owner.name, error)
+        state.pods_unreadable = True
+        return dict(state.problems)
+    state.pods_unreadable = False
+    return pods.problems_by_nsqd(listed, warnings)
 
 
 def _with_records(planned: Plan, kept: Mapping[str, NsqdRecord]) -> Plan:

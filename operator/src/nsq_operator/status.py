@@ -28,6 +28,7 @@ STATUS_REFRESH = timedelta(seconds=60)
 # Fields that change on every poll without meaning anything changed.
 VOLATILE_FIELDS = ("lastLookupTime",)
 VOLATILE_NSQD_FIELDS = ("lastSeen",)
+MAX_PROBLEMS_SHOWN = 3  # in the Ready message; every one is in status.nsqds[].problem
 
 
 def timestamp(when: datetime) -> str:
@@ -58,6 +59,7 @@ class Observation:
     paused: bool = False
     ready: Mapping[str, int] = field(default_factory=dict)  # ready replicas by Deployment name
     failures: tuple[str, ...] = ()  # API calls that failed this poll
+    problems: Mapping[str, str] = field(default_factory=dict)  # why a worker is not running, by nsqd
 
 
 def records_from_status(status: Mapping[str, Any] | None) -> dict[str, NsqdRecord]:
@@ -135,6 +137,8 @@ def _nsqd_entry(obs: Observation, record: NsqdRecord) -> dict[str, Any]:
         entry["lastSeen"] = timestamp(record.last_seen)
     if record.missing_since is not None:
         entry["missingSince"] = timestamp(record.missing_since)
+    if record.address in obs.problems:
+        entry["problem"] = obs.problems[record.address]
     return entry
 
 
@@ -187,9 +191,19 @@ def _ready(obs: Observation, status: Mapping[str, Any]) -> Fresh:
     desired, ready = status.get("desiredWorkers", 0), status.get("readyWorkers", 0)
     if count == 0:
         return READY, "True", "NoProducers", "nsqlookupd lists no nsqd for the topic, so no worker is needed."
+    counted = f"{ready} of {desired} workers ready for {count} nsqd"
+    if ready < desired and obs.problems:
+        return READY, "False", "WorkersFailing", f"{counted}; {_problems_sentence(obs.problems)}"
     if ready < desired:
-        return READY, "False", "WorkersNotReady", f"{ready} of {desired} workers ready for {count} nsqd."
-    return READY, "True", "AllWorkersReady", f"{ready} of {desired} workers ready for {count} nsqd."
+        return READY, "False", "WorkersNotReady", f"{counted}."
+    return READY, "True", "AllWorkersReady", f"{counted}."
+
+
+def _problems_sentence(problems: Mapping[str, str], shown: int = MAX_PROBLEMS_SHOWN) -> str:
+    """The first few problems in full (each is capped already), then how many more the status lists."""
+    said = [f"nsqd {address}: {problems[address]}" for address in sorted(problems)[:shown]]
+    more = len(problems) - shown
+    return "; ".join(said) + (f"; and {more} more (see status.nsqds[].problem)" if more > 0 else "")
 
 
 def _condition(

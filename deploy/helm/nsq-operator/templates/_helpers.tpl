@@ -43,8 +43,10 @@ app.kubernetes.io/component: operator
 
 {{/*
 The namespaced rights the operator needs wherever it watches NsqConsumers: read them and write their
-status, own their worker Deployments, and record events. It never reads Secrets: worker pods get
-them by secretKeyRef, which the kubelet resolves.
+status, own their worker Deployments, and record events. It lists its workers' pods and their
+events, read only, to say why a worker is not ready (a missing Secret, an image that cannot be
+pulled, a worker that exits at once). It never reads Secrets: worker pods get them by secretKeyRef
+and Secret volumes, which the kubelet resolves.
 */}}
 {{- define "nsq-operator.namespacedRules" -}}
 - apiGroups: ["nsqoperator.dev"]
@@ -59,4 +61,7 @@ them by secretKeyRef, which the kubelet resolves.
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["pods", "events"]
+  verbs: ["list"]
 {{- end }}

@@ -1,0 +1,129 @@
+"""Why a worker pod is not running, in one sentence, from the pod's own status. Pure.
+
+The operator may not read Secrets or node logs (least privilege), but the kubelet and the scheduler
+write what stops a pod into the pod: a Secret that does not exist (CreateContainerConfigError:
+secret "x" not found), an image that cannot be pulled (ErrImagePull), a worker that exits at once
+(CrashLoopBackOff, with the worker's last words as the termination message), a pod no node can fit
+(Unschedulable). Copying that into the NsqConsumer's status is what lets `kubectl describe nsqc`
+say why workers are not ready, instead of a bare "0 of 1 ready".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from nsq_operator.resource import ANNOTATION_NSQD_ADDRESS
+
+# Waiting reasons that are a pod on its way up, not a problem.
+STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+MAX_PROBLEM = 300  # characters: the kubelet's messages can carry whole log tails
+
+
+def problem(pod: Mapping[str, Any], warnings: Iterable[Mapping[str, Any]] = ()) -> str | None:
+    """What keeps this pod from running its worker, or None when nothing (known) does.
+
+    The pod's status comes first. `warnings` (the pod's Warning events) fill the gaps the status
+    leaves: a Secret volume that cannot be mounted keeps the container in ContainerCreating and is
+    told only in a FailedMount event; a failing readiness probe only in an Unhealthy one.
+    """
+    if _leaving(pod):
+        return None  # on its way out: a drain, not a failure
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return _cap(_join(condition.get("reason") or "Unschedulable", condition.get("message")))
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        found = _container_problem(container)
+        if found is not None:
+            return _cap(found)
+    latest = max(warnings, key=_event_time, default=None)
+    if latest is not None and latest.get("reason"):
+        return _cap(_join(str(latest["reason"]), latest.get("message")))
+    return None
+
+
+def ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def problems_by_nsqd(
+    pods: Iterable[Mapping[str, Any]], warnings: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+) -> dict[str, str]:
+    """One problem per nsqd address (the first pod's, by name, so the answer is stable).
+
+    `warnings` holds the Warning events of some pods, by pod name.
+    """
+    found: dict[str, str] = {}
+    for pod in sorted(pods, key=_name):
+        address = nsqd_address(pod)
+        if address is None or address in found:
+            continue
+        said = problem(pod, (warnings or {}).get(_name(pod), []))
+        if said is not None:
+            found[address] = f"pod {_name(pod)}: {said}"
+    return found
+
+
+def needing_events(pods: Iterable[Mapping[str, Any]], limit: int) -> list[str]:
+    """Not-ready pods whose status says nothing: the ones worth asking for their events (at most `limit`)."""
+    quiet = [
+        _name(pod)
+        for pod in sorted(pods, key=_name)
+        if not ready(pod) and problem(pod) is None and not _leaving(pod)
+    ]
+    return quiet[:limit]
+
+
+def nsqd_address(pod: Mapping[str, Any]) -> str | None:
+    address = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_NSQD_ADDRESS)
+    return address if isinstance(address, str) else None
+
+
+def _leaving(pod: Mapping[str, Any]) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _name(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("name"))
+
+
+def _event_time(event: Mapping[str, Any]) -> str:
+    """RFC 3339 strings in UTC sort as times; the newest of the fields an event may carry."""
+    series = event.get("series") or {}
+    stamps = (series.get("lastObservedTime"), event.get("lastTimestamp"), event.get("eventTime"),
+              (event.get("metadata") or {}).get("creationTimestamp"))  # fmt: skip
+    return max((s for s in stamps if isinstance(s, str)), default="")
+
+
+def _container_problem(container: Mapping[str, Any]) -> str | None:
+    waiting = (container.get("state") or {}).get("waiting") or {}
+    reason = waiting.get("reason")
+    if not reason or reason in STARTING:
+        return None
+    # CrashLoopBackOff's message is the growing back-off delay: noise that would rewrite the status
+    # on every restart. The exit code and the worker's last words say more.
+    said = reason if reason == "CrashLoopBackOff" else _join(reason, waiting.get("message"))
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    if last:
+        exited = f"last exit code {last.get('exitCode')}"
+        said = _join(f"{said}; {exited}", _last_line(last.get("message")))
+    return said
+
+
+def _join(reason: str, message: object) -> str:
+    return f"{reason}: {message}" if isinstance(message, str) and message.strip() else reason
+
+
+def _last_line(message: object) -> str | None:
+    """The last non-empty line: with FallbackToLogsOnError the message is the log's tail."""
+    if not isinstance(message, str):
+        return None
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def _cap(text: str) -> str:
+    text = " ".join(text.split())  # one line, whatever the kubelet wrote
+    return text if len(text) <= MAX_PROBLEM else text[: MAX_PROBLEM - 1] + "…"
