@@ -71,6 +71,11 @@ def test_install_creates_the_operator_with_hardened_defaults(
         ("get", "secrets", "no"),
         ("create", "pods", "no"),
         ("delete", "pods", "no"),
+        ("get", "pods/log", "no"),
+        ("list", "pods", "yes"),  # read only, to say why a worker is not ready
+        ("watch", "pods", "no"),
+        ("list", "events", "yes"),
+        ("delete", "events", "no"),
         ("create", "clusterrolebindings", "no"),
         ("create", "services", "no"),
         ("update", "customresourcedefinitions", "no"),

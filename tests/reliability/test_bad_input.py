@@ -2,7 +2,8 @@
 
 The CRD's schema already refuses malformed NsqConsumers (tests/e2e/test_crd_validation.py has that
 table); these are the bad inputs it lets through: lookupds that answer garbage or nothing, names so
-long that child names must be cut, an image that does not exist, Secrets that do not exist. One
+long that child names must be cut, an image that does not exist, Secrets that do not exist, a worker
+that exits at once. One
 operator watches one namespace where every bad consumer lives next to a healthy one, which must not
 notice. (Bad worker settings are in test_bad_settings.py.)
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +27,7 @@ import pytest
 from nsq_operator import naming
 from tests.integration.test_operator_kube import TOPIC, Namespace, consumer
 from tests.reliability.conftest import install_crd
-from tests.reliability.support import Row
+from tests.reliability.support import PROJECT_ROOT, Row
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster
 from tests.rig.reporting import attach_logs
@@ -35,6 +38,7 @@ LONG_TOPIC = "t" * 64  # NSQ's longest topic name
 LONG_PREFIX = "a-consumer-whose-name-is-as-long-as-kubernetes-allows-it-x"  # 58 characters
 LONG_NAMES = (LONG_PREFIX + "-one1", LONG_PREFIX + "-two2")  # 63 characters each
 MISSING_IMAGE = "registry.invalid/nsq-worker:does-not-exist"
+HUGE = {"requests": {"cpu": "64", "memory": "16Mi"}, "limits": {"cpu": "64", "memory": "16Mi"}}
 SMALL = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "10m", "memory": "16Mi"}}
 
 
@@ -119,6 +123,8 @@ def bad_consumers(stage: Stage) -> dict[str, dict[str, Any]]:
         "image": make("image", [real], worker={"image": MISSING_IMAGE}),
         "tls": make("tls", [real], worker={"tls": {"secretName": "absent-tls"}}),
         "auth": make("auth", [real], worker={"auth": {"secretName": "absent-auth", "key": "secret"}}),
+        "huge": make("huge", [real], worker={"resources": HUGE}),
+        "crash": make("crash", [real], worker={"env": [{"name": "NSQ_LOG_LEVEL", "value": "LOUD"}]}),
     }
 
 
@@ -257,6 +263,52 @@ def test_names_so_long_that_child_names_must_be_shortened(
     row.see(healthy_undisturbed(stage))
 
 
+def act_as_kubelet(
+    ns: Namespace,
+    consumer_name: str,
+    waiting: dict[str, str],
+    warning: tuple[str, str] | None = None,
+    terminated: dict[str, Any] | None = None,
+) -> str:
+    """Write into the worker's pod what a real kubelet would, and return the pod's name.
+
+    kwok stands in for the kubelet and runs any pod, so the kubelet's refusals (an image it cannot
+    pull, a Secret it cannot find) are written here, in the kubelet's own words: a container waiting
+    for `waiting`'s reason, and, for `warning`, a Warning event on the pod from component kubelet.
+    The phase stays Running because kwok leaves Running pods alone (a Pending one it would make ready).
+    """
+    selector = f"nsqoperator.dev/consumer={consumer_name}"
+    ns.wait(lambda: ns.get("pods", "-l", selector)["items"], f"the pod of {consumer_name}")
+    pod = ns.get("pods", "-l", selector)["items"][0]
+    name, image = pod["metadata"]["name"], pod["spec"]["containers"][0]["image"]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    not_ready = {"status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now}
+    status: dict[str, Any] = {"status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", **not_ready}, {"type": "ContainersReady", **not_ready}],
+        "containerStatuses": [{"name": "worker", "image": image, "imageID": "", "ready": False,
+                               "restartCount": 0, "started": False, "state": {"waiting": waiting}}],
+    }}  # fmt: skip
+    if terminated is not None:
+        restarted = {"lastState": {"terminated": terminated}, "restartCount": 3}
+        status["status"]["containerStatuses"][0] |= restarted
+    ns.kubectl("patch", "pod", name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+    if warning is not None:
+        reason, message = warning
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{reason.lower()}"},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns.name,
+                               "uid": pod["metadata"]["uid"]},
+            "type": "Warning", "reason": reason, "message": message, "count": 1,
+            "source": {"component": "kubelet", "host": pod["spec"].get("nodeName", "")},
+            "firstTimestamp": now, "lastTimestamp": now,
+        }  # fmt: skip
+        ns.kubectl("create", "-f", "-", input=json.dumps(event))
+    return str(name)
+
+
 def test_an_image_that_does_not_exist(stage: Stage, row: Row, request: pytest.FixtureRequest) -> None:
     attach_logs(request, stage.log_dirs)
     ns = stage.ns
@@ -268,28 +320,85 @@ def test_an_image_that_does_not_exist(stage: Stage, row: Row, request: pytest.Fi
     ns.wait(lambda: ns.deployments("image"), "the Deployment")
     deployment = ns.deployments("image")[stage.nsqd]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == MISSING_IMAGE
-    ns.wait(lambda: ns.get("pods", "-l", "nsqoperator.dev/consumer=image")["items"], "the pod")
-    pod = ns.get("pods", "-l", "nsqoperator.dev/consumer=image")["items"][0]
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    waiting = {"reason": "ErrImagePull", "message": f'failed to pull image "{MISSING_IMAGE}": not found'}
-    status = {"status": {
-        "phase": "Running",  # kwok leaves Running pods alone; a Pending one it would make Ready again
-        "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady",
-                        "lastTransitionTime": now},
-                       {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady",
-                        "lastTransitionTime": now}],
-        "containerStatuses": [{"name": "worker", "image": MISSING_IMAGE, "imageID": "", "ready": False,
-                               "restartCount": 0, "started": False, "state": {"waiting": waiting}}],
-    }}  # fmt: skip
-    ns.kubectl("patch", "pod", pod["metadata"]["name"], "--subresource=status", "--type=merge",
-               "-p", json.dumps(status))  # fmt: skip
-    ns.wait(condition_holds(ns, "image", "Ready", "False", "WorkersNotReady"), "Ready=False", timeout=60)
-    message = ns.condition("Ready", "image")["message"]
-    assert message == "0 of 1 workers ready for 1 nsqd."
-    row.see(
-        f"the Deployment was made with the image as given; Ready=False WorkersNotReady: '{message}' "
-        "(the reason, ErrImagePull, is on the pod, not in the NsqConsumer's status)"
+    pulled = f'failed to pull image "{MISSING_IMAGE}": not found'
+    pod = act_as_kubelet(ns, "image", {"reason": "ErrImagePull", "message": pulled})
+    said = reported(stage, "image", f"ErrImagePull: {pulled}", pod)
+    row.see(f"the Deployment was made with the image as given; {said}")
+    row.see(healthy_undisturbed(stage))
+
+
+def reported(stage: Stage, name: str, problem: str, pod: str) -> str:
+    """Wait until the operator tells `problem` of `pod` everywhere a user looks, and say how it looked."""
+    ns = stage.ns
+    ns.wait(condition_holds(ns, name, "Ready", "False", "WorkersFailing"), f"{name} Ready=False", timeout=60)
+    message = ns.condition("Ready", name)["message"]
+    assert message == f"0 of 1 workers ready for 1 nsqd; nsqd {stage.nsqd}: pod {pod}: {problem}"
+    entry = ns.status(name)["nsqds"][0]
+    assert entry["problem"] == f"pod {pod}: {problem}"
+    ns.wait(lambda: warning_events(ns, name, "WorkerFailing"), "a WorkerFailing warning")
+    event = warning_events(ns, name, "WorkerFailing")[0]["message"]
+    assert problem in event
+    return (
+        f"Ready=False WorkersFailing: '{message}'; status.nsqds[0].problem says the same; "
+        f"Warning WorkerFailing: '{event}'"
     )
+
+
+def test_a_worker_no_node_can_fit_is_reported(stage: Stage, row: Row, request: pytest.FixtureRequest) -> None:
+    attach_logs(request, stage.log_dirs)
+    ns = stage.ns
+    row.order, row.section = 4.43, "Bad input"
+    row.scenario = "A worker that asks for more CPU than any node has"
+    row.load = "one NsqConsumer next to a healthy one; two 32-CPU nodes"
+    row.fault = "worker.resources: 64 CPUs (the real kube-scheduler refuses it; nothing is faked)"
+    ns.wait(condition_holds(ns, "huge", "Ready", "False", "WorkersFailing"), "huge Ready=False", timeout=60)
+    message = ns.condition("Ready", "huge")["message"]
+    assert message.startswith(f"0 of 1 workers ready for 1 nsqd; nsqd {stage.nsqd}: pod huge-")
+    assert "Unschedulable: 0/2 nodes are available" in message
+    assert "Insufficient cpu" in message
+    ns.wait(lambda: warning_events(ns, "huge", "WorkerFailing"), "a WorkerFailing warning")
+    row.see(f"Ready=False WorkersFailing: '{message}'; a WorkerFailing warning event says the same")
+    fixed = {"spec": {"worker": {"resources": SMALL}}}
+    ns.kubectl("patch", "nsqconsumer", "huge", "--type=merge", "-p", json.dumps(fixed))
+    ns.wait(condition_holds(ns, "huge", "Ready", "True", "AllWorkersReady"), "huge Ready=True", timeout=60)
+    assert "problem" not in ns.status("huge")["nsqds"][0]
+    recovered = [e for e in ns.events("huge") if e["reason"] == "WorkerRecovered"]
+    assert recovered, "a WorkerRecovered event"
+    assert stage.nsqd in recovered[0]["message"]
+    row.see("after the spec asked for 10m CPU: Ready=True AllWorkersReady, the problem gone from the status, "
+            f"Normal WorkerRecovered: '{recovered[0]['message']}'")  # fmt: skip
+    row.see(healthy_undisturbed(stage))
+
+
+def test_a_worker_that_exits_at_once_says_why(stage: Stage, row: Row, request: pytest.FixtureRequest) -> None:
+    attach_logs(request, stage.log_dirs)
+    ns = stage.ns
+    row.order, row.section = 4.45, "Bad input"
+    row.scenario = "A worker environment variable the worker refuses"
+    row.load = "one NsqConsumer next to a healthy one"
+    ns.wait(lambda: ns.deployments("crash"), "the Deployment")
+    container = ns.deployments("crash")[stage.nsqd]["spec"]["template"]["spec"]["containers"][0]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # The real worker, run with the pod's environment, exits as it would in the container; the
+    # kubelet's part (its stderr as the termination message, CrashLoopBackOff) is written by the test.
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NSQ")}
+    exited = subprocess.run(
+        [sys.executable, "-m", "nsq_worker", "nsq_worker.examples:LogWorker"],
+        env={**clean, "PYTHONPATH": str(PROJECT_ROOT), **env}, capture_output=True, text=True, timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert exited.returncode == 2, exited.stderr
+    last_words = exited.stderr.strip().splitlines()[-1]
+    assert "NSQ_LOG_LEVEL" in last_words
+    row.fault = ("worker.env: NSQ_LOG_LEVEL=LOUD; the real worker run with the pod's environment exits 2, "
+                 "and the test writes what the kubelet would: CrashLoopBackOff, its stderr as the "
+                 "termination message")  # fmt: skip
+    waiting = {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container=worker"}
+    terminated = {"exitCode": 2, "reason": "Error", "message": exited.stderr,
+                  "startedAt": "2025-01-01T12:00:00Z", "finishedAt": "2025-01-01T12:00:01Z"}  # fmt: skip
+    pod = act_as_kubelet(ns, "crash", waiting, terminated=terminated)
+    row.see(reported(stage, "crash", f"CrashLoopBackOff; last exit code 2: {last_words}", pod))
     row.see(healthy_undisturbed(stage))
 
 
@@ -303,35 +412,31 @@ def test_a_missing_secret_is_reported(
     row.order, row.section = 4.5 + (0.001 if which == "auth" else 0), "Bad input"
     row.scenario = f"The Secret for {which.upper()} does not exist"
     row.load = "one NsqConsumer next to a healthy one"
-    row.fault = f"worker.{which}.secretName: {secret} (no such Secret in the namespace)"
     ns.wait(lambda: ns.deployments(which), "the Deployment")
-    time.sleep(3)  # a few polls
-
-    def reported() -> list[str]:
-        said = [
-            f"{c['type']}={c['status']} {c['reason']}: {c['message']}"
-            for c in ns.status(which).get("conditions", [])
-            if secret in c.get("message", "")
-        ]
-        said += [f"{e['type']} {e['reason']}: {e['message']}" for e in ns.events(which)
-                 if secret in e.get("message", "")]  # fmt: skip
-        return said
-
-    said = reported()
-    ready = ns.condition("Ready", which)
-    # The operator may not read Secrets (least privilege), so it cannot know one is missing: the pod
-    # names it and the kubelet refuses to start the container (CreateContainerConfigError: secret
-    # "absent-..." not found), which keeps the worker not ready. kwok runs no containers, so the rig
-    # can show the reference but not the kubelet's refusal.
-    pod = next(iter(ns.deployments(which).values()))["spec"]["template"]["spec"]
-    row.see(
-        f"the worker pod references Secret {secret} (the kubelet reports it missing on the pod: "
-        f"CreateContainerConfigError); operator: Ready={ready.get('status')} {ready.get('reason')}; "
-        f"conditions or events naming {secret}: {said or 'none (it may not read Secrets)'}"
-    )
+    spec = next(iter(ns.deployments(which).values()))["spec"]["template"]["spec"]
+    warning: tuple[str, str] | None = None
+    if which == "tls":
+        # A Secret volume: the kubelet cannot mount it, leaves the container in ContainerCreating
+        # and says why only in a FailedMount event on the pod.
+        assert spec["volumes"][1]["secret"]["secretName"] == secret
+        problem = f'FailedMount: MountVolume.SetUp failed for volume "nsq-tls" : secret "{secret}" not found'
+        reason, message = problem.split(": ", 1)
+        waiting, warning = {"reason": "ContainerCreating"}, (reason, message)
+        told = "a FailedMount Warning event on the pod, the container left in ContainerCreating"
+    else:
+        # An environment variable from a Secret: the kubelet refuses to create the container.
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        assert env["NSQ_AUTH_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == secret
+        assert "value" not in env["NSQ_AUTH_SECRET"]
+        problem = f'CreateContainerConfigError: secret "{secret}" not found'
+        reason, message = problem.split(": ", 1)
+        waiting = {"reason": reason, "message": message}
+        told = "the container waiting with CreateContainerConfigError in the pod's status"
+    row.fault = (f"worker.{which}.secretName: {secret} (no such Secret); kwok starts no containers, so "
+                 f"the test writes what the kubelet would: {told}")  # fmt: skip
+    pod = act_as_kubelet(ns, which, waiting, warning)
+    row.see(reported(stage, which, problem, pod))
     row.see(healthy_undisturbed(stage))
-    assert secret in json.dumps(pod), "the pod must reference the Secret by name"
-    assert not any(
-        secret in c.get("message", "") and c.get("reason") == "InvalidSpec"
-        for c in ns.status(which).get("conditions", [])
-    ), "a reference is not a spec error"
+    assert not any(c.get("reason") == "InvalidSpec" for c in ns.status(which).get("conditions", [])), (
+        "a reference is not a spec error"
+    )
