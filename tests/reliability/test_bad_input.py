@@ -402,6 +402,48 @@ def test_a_worker_that_exits_at_once_says_why(stage: Stage, row: Row, request: p
     row.see(healthy_undisturbed(stage))
 
 
+def test_a_deployment_in_the_way_is_reported_and_left_alone(
+    stage: Stage, row: Row, request: pytest.FixtureRequest
+) -> None:
+    attach_logs(request, stage.log_dirs)
+    ns = stage.ns
+    name = naming.worker_name("squat", stage.nsqd)
+    row.order, row.section = 4.47, "Bad input"
+    row.scenario = "Someone else's Deployment already has a worker's name"
+    row.load = "one NsqConsumer next to a healthy one"
+    row.fault = f"a Deployment {name} (not owned by the NsqConsumer) made before the NsqConsumer"
+    squatter = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"app": "squat"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "squat"}},
+                 "template": {"metadata": {"labels": {"app": "squat"}},
+                              "spec": {"containers": [{"name": "web", "image": "web:1"}]}}},
+    }  # fmt: skip
+    ns.apply(squatter)
+    uid = ns.get("deployment", name)["metadata"]["uid"]
+    ns.apply(consumer([stage.lookupd], name="squat", worker={"resources": SMALL}))
+    ns.wait(condition_holds(ns, "squat", "Ready", "False", "ReconcileFailed"), "Ready=False", timeout=60)
+    message = ns.condition("Ready", "squat")["message"]
+    assert f"Deployment {name} already exists and is not controlled by this NsqConsumer" in message
+    ns.wait(lambda: warning_events(ns, "squat", "CreateFailed"), "a CreateFailed warning")
+    event = warning_events(ns, "squat", "CreateFailed")[0]["message"]
+    assert "delete or rename it" in event
+    kept = ns.get("deployment", name)
+    assert kept["metadata"]["uid"] == uid
+    assert kept["metadata"]["labels"] == {"app": "squat"}
+    assert not kept["metadata"].get("ownerReferences")
+    row.see(f"Ready=False ReconcileFailed: '{message}'; Warning CreateFailed; the other Deployment untouched")
+    ns.kubectl("delete", "deployment", name, "--wait=true")
+    ns.wait(condition_holds(ns, "squat", "Ready", "True", "AllWorkersReady"), "Ready=True", timeout=60)
+    assert controller_uid(ns.get("deployment", name)) == ns.consumer("squat")["metadata"]["uid"]
+    row.see("once it was deleted, the operator made the worker's own: Ready=True AllWorkersReady")
+    row.see(healthy_undisturbed(stage))
+
+
+def controller_uid(body: dict[str, Any]) -> str | None:
+    refs = body["metadata"].get("ownerReferences") or []
+    return next((str(r["uid"]) for r in refs if r.get("controller")), None)
+
+
 @pytest.mark.parametrize("which", ["tls", "auth"])
 def test_a_missing_secret_is_reported(
     stage: Stage, row: Row, which: str, request: pytest.FixtureRequest

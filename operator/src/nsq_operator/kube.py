@@ -127,6 +127,20 @@ class Kube:
             raise
         return True
 
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One Deployment by name, or None when there is none."""
+        try:
+            with _call(f"reading Deployment {name}"):
+                response = self.apps.read_namespaced_deployment(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+                found: dict[str, Any] = json.loads(response.data)
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
     def replace(self, existing: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         """Rewrite a Deployment to `body`, keeping labels and annotations others put on it."""
         old_meta, new_meta = existing["metadata"], body["metadata"]

@@ -157,6 +157,10 @@ def _execute(
         match action:
             case Create():
                 changed = kube.create(manifests.deployment(owner, spec, action.address))
+                if not changed:
+                    squatter = _squatter(kube, owner, action.name)
+                    if squatter is not None:
+                        return False, squatter
             case Update():
                 kube.replace(existing[action.name], manifests.deployment(owner, spec, action.address))
             case Scale():
@@ -190,6 +194,25 @@ def _worker_problems(kube: Kube, owner: manifests.Owner, state: ConsumerState) -
         return dict(state.problems)
     state.pods_unreadable = False
     return pods.problems_by_nsqd(listed, warnings)
+
+
+def _squatter(kube: Kube, owner: manifests.Owner, name: str) -> str | None:
+    """Why a create that met an existing Deployment is not done: that Deployment is not this consumer's.
+
+    A retry or a second operator leaves a Deployment this consumer controls, and that is success. Any
+    other (a user's, or one of a deleted same-named consumer that garbage collection has not reached
+    yet) would be counted as this nsqd's worker while it consumes nothing, so it is reported instead.
+    """
+    existing = kube.get(owner.namespace, name)
+    if existing is None or manifests.owned_by(existing, owner.uid):
+        return None
+    refs = existing.get("metadata", {}).get("ownerReferences") or []
+    controllers = [f"{r.get('kind')} {r.get('name')} uid {r.get('uid')}" for r in refs if r.get("controller")]
+    controller = controllers[0] if controllers else "none"
+    return (
+        f"Deployment {name} already exists and is not controlled by this NsqConsumer "
+        f"(its controller: {controller}); delete or rename it"
+    )
 
 
 def _with_records(planned: Plan, kept: Mapping[str, NsqdRecord]) -> Plan:
