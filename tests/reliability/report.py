@@ -35,6 +35,13 @@ nsqlookupd, a real Kubernetes control plane (etcd, kube-apiserver, kube-controll
 kube-scheduler, kwok's fake nodes) and the real `nsq-worker` and `nsq-operator` processes. Faults are
 SIGKILLs, SIGTERMs, restarts, outages and bad input.
 
+One part is not real: kwok's nodes run no containers, so the kubelet's refusals (an image it cannot
+pull, a Secret it cannot find, a worker that keeps exiting) are written into the pod by the test, in
+the kubelet's own words, and the row's fault column says so. The rig has no real kubelet: this
+machine has cgroup v1 and Debian's containerd 1.6, and Kubernetes 1.36's kubelet refuses cgroup v1
+by default and no longer supports containerd 1.x. What the operator does with those pod states is
+the real code, and an unschedulable worker is refused by the real kube-scheduler.
+
 How messages are counted: every message carries a unique body; the worker records each message it
 handled to the end *before* returning (its FIN is sent after), in a file per process that survives
 SIGKILL. **Lost** = published and never handled (must be 0); **duplicates** = handlings beyond the
