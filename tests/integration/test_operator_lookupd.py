@@ -127,3 +127,35 @@ def test_the_cache_shares_one_request_between_consumers(nsq_cluster: NsqCluster)
     results = [lookup(nsq_cluster.lookupd_http_urls, "orders", cache) for _ in range(3)]
     assert asked == ["orders"]
     assert all(r.producers == frozenset({nsq_cluster.nsqds[0].tcp_address}) for r in results)
+
+
+def test_the_lookupds_of_one_poll_are_asked_at_once() -> None:
+    """Three lookupds that each answer only once all three are being asked: one at a time, none would."""
+    together = threading.Barrier(3, timeout=5)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            try:
+                together.wait()
+                status, body = 200, b'{"channels": [], "producers": []}'
+            except threading.BrokenBarrierError:
+                status, body = 503, b"<html>asked alone</html>"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        urls = [f"http://127.0.0.1:{server.server_address[1]}/{name}" for name in ("a", "b", "c")]
+        result = lookup(urls, "orders")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.failures == ()
+    assert [answer.lookupd for answer in result.answers] == urls
+    assert result.producers == frozenset()

@@ -4,6 +4,8 @@ Failures are values, never exceptions: one dead lookupd must not stop a poll, an
 be able to tell "no nsqd has the topic" (safe to act on) from "we could not find out" (never delete).
 Lookups are shared between consumers of the same topic through a short-lived cache, so N consumers
 of one topic cost one request per lookupd per poll, the way pynsq's `query_lookupd` stays polite.
+The lookupds of one poll are asked at once, so a poll waits for the slowest lookupd (at most one
+timeout when some black-hole their traffic), not for the sum of them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
@@ -21,6 +24,9 @@ USER_AGENT = "nsq-operator/0.1.0"
 # nsqlookupd answers the bare {"producers": [...]} body only when asked for this version.
 ACCEPT = "application/vnd.nsq; version=1.0"
 DEFAULT_TIMEOUT = (2.0, 5.0)  # (connect, read) seconds: a poll must not hang on one lookupd
+# Requests in flight at once over every poll. The pool's tasks never wait on the pool, so a full
+# pool only queues (a poll then waits a little longer), it cannot deadlock.
+FANOUT_THREADS = 32
 
 
 @dataclass(frozen=True)
@@ -184,10 +190,28 @@ class LookupCache:
                 del self._locks[key]
 
 
+_fanout: ThreadPoolExecutor | None = None
+_fanout_guard = threading.Lock()
+
+
+def _fanout_pool() -> ThreadPoolExecutor:
+    """One pool for the whole process, made on first use (the local mode and the operator share it)."""
+    global _fanout
+    with _fanout_guard:
+        if _fanout is None:
+            _fanout = ThreadPoolExecutor(max_workers=FANOUT_THREADS, thread_name_prefix="nsq-lookupd")
+        return _fanout
+
+
 def lookup(
     lookupds: Iterable[str], topic: str, cache: LookupCache | None = None, max_age: float | None = None
 ) -> Lookup:
-    """Ask every lookupd about `topic` (through the cache when given)."""
-    if cache is None:
-        return Lookup(tuple(query(url, topic) for url in lookupds))
-    return Lookup(tuple(cache.get(url, topic, max_age) for url in lookupds))
+    """Ask every lookupd about `topic` at once (through the cache when given); answers in their order."""
+    urls = list(lookupds)
+
+    def ask(url: str) -> LookupdAnswer:
+        return query(url, topic) if cache is None else cache.get(url, topic, max_age)
+
+    if len(urls) <= 1:
+        return Lookup(tuple(map(ask, urls)))
+    return Lookup(tuple(_fanout_pool().map(ask, urls)))
