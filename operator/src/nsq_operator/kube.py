@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,7 +19,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from nsq_operator.resource import GROUP, MANAGER, PLURAL, VERSION, worker_selector
+from nsq_operator.resource import GROUP, LABEL_NSQD, MANAGER, PLURAL, VERSION, worker_selector
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,12 @@ def _reason(error: ApiException) -> str:
     return f"{error.status} {error.reason}: {message or error.body or ''}".strip()
 
 
-def _list(what: str, call: Any, namespace: str, consumer: str) -> list[dict[str, Any]]:
-    """One list call for the workers of `consumer`, as raw JSON items."""
+def _list(what: str, call: Any, namespace: str, consumer: str, selector: str = "") -> list[dict[str, Any]]:
+    """One list call for the workers of `consumer` (narrowed by `selector`), as raw JSON items."""
     with _call(what):
         response = call(
             namespace,
-            label_selector=worker_selector(consumer),
+            label_selector=",".join(filter(None, (worker_selector(consumer), selector))),
             _preload_content=False,
             _request_timeout=REQUEST_TIMEOUT,
         )
@@ -92,9 +92,15 @@ class Kube:
         what = f"listing the Deployments of {consumer}"
         return _list(what, self.apps.list_namespaced_deployment, namespace, consumer)
 
-    def list_worker_pods(self, namespace: str, consumer: str) -> list[dict[str, Any]]:
-        """Every pod labelled as a worker of `consumer`: read to say why a worker is not ready."""
-        return _list(f"listing the pods of {consumer}", self.core.list_namespaced_pod, namespace, consumer)
+    def list_worker_pods(self, namespace: str, consumer: str, nsqds: Sequence[str]) -> list[dict[str, Any]]:
+        """The pods of `consumer`'s workers for the nsqd hashes `nsqds`: read to say why they are not ready.
+
+        Only those, by label selector, so a consumer with one worker starting among hundreds running
+        reads one pod, not hundreds.
+        """
+        selector = f"{LABEL_NSQD} in ({','.join(sorted(nsqds))})"
+        what = f"listing the pods of {consumer}"
+        return _list(what, self.core.list_namespaced_pod, namespace, consumer, selector)
 
     def list_pod_warnings(self, namespace: str, pod: str) -> list[dict[str, Any]]:
         """The Warning events about one pod (the kubelet's FailedMount, Unhealthy, ...)."""

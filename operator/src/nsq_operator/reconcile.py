@@ -119,8 +119,12 @@ def poll(
     state.records = kept
 
     ready = {name: manifests.ready_replicas(d) for name, d in by_name.items()}
-    short = sum(ready.values()) < len(kept) * spec.replicas
-    problems = _worker_problems(kube, owner, state) if short else {}
+    short = [
+        naming.nsqd_hash(owner.name, address)
+        for name, d in by_name.items()
+        if ready[name] < spec.replicas and (address := manifests.read_worker(d).address) is not None
+    ]
+    problems = _worker_problems(kube, owner, short, state) if short else {}
     emitted += events.for_worker_problems(state.problems, problems)
     state.problems = problems
 
@@ -175,14 +179,16 @@ def _execute(
     return changed, None
 
 
-def _worker_problems(kube: Kube, owner: manifests.Owner, state: ConsumerState) -> dict[str, str]:
-    """Why workers are not running, by nsqd, read from their pods.
+def _worker_problems(
+    kube: Kube, owner: manifests.Owner, nsqds: list[str], state: ConsumerState
+) -> dict[str, str]:
+    """Why workers are not running, by nsqd, read from the pods of the nsqd hashes `nsqds`.
 
     Reading pods is diagnosis, not control: a failure (say, RBAC from an older chart without pod
     access) is logged once, keeps what the last successful read said, and never fails the poll.
     """
     try:
-        listed = kube.list_worker_pods(owner.namespace, owner.name)
+        listed = kube.list_worker_pods(owner.namespace, owner.name, nsqds)
         warnings = {
             name: list(kube.list_pod_warnings(owner.namespace, name))
             for name in pods.needing_events(listed, MAX_EVENT_LOOKUPS)
