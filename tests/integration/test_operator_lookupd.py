@@ -4,44 +4,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from nsq_operator.lookupd import LookupCache, LookupFailure, Producers, lookup, query
+from tests.rig.http import LocalHttpServer
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import free_port
+
+GARBAGE = {
+    "html": (200, b"<html><body>Welcome to nginx!</body></html>"),
+    "truncated": (200, b'{"channels":[],"producers":[{"broadcast_address":"10.0'),
+    "bad-gateway": (502, b"<html>502 Bad Gateway</html>"),
+}
 
 
 @pytest.fixture
 def garbage_server() -> Iterator[str]:
     """An HTTP server that answers /lookup the way broken proxies and half-dead hosts do."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            kind = self.path.split("topic=")[-1]
-            status, body = {
-                "html": (200, b"<html><body>Welcome to nginx!</body></html>"),
-                "truncated": (200, b'{"channels":[],"producers":[{"broadcast_address":"10.0'),
-                "bad-gateway": (502, b"<html>502 Bad Gateway</html>"),
-            }[kind]
-            self.send_response(status)
-            self.send_header("Content-Type", "text/html" if body.startswith(b"<") else "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LocalHttpServer(lambda path: GARBAGE[path.split("topic=")[-1]]) as server:
+        yield server.url
 
 
 @pytest.mark.parametrize("nsq_cluster", [{"nsqd": 2, "lookupd": 2}], indirect=True)
@@ -133,29 +115,16 @@ def test_the_lookupds_of_one_poll_are_asked_at_once() -> None:
     """Three lookupds that each answer only once all three are being asked: one at a time, none would."""
     together = threading.Barrier(3, timeout=5)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            try:
-                together.wait()
-                status, body = 200, b'{"channels": [], "producers": []}'
-            except threading.BrokenBarrierError:
-                status, body = 503, b"<html>asked alone</html>"
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> tuple[int, bytes]:
+        try:
+            together.wait()
+        except threading.BrokenBarrierError:
+            return 503, b"<html>asked alone</html>"
+        return 200, b'{"channels": [], "producers": []}'
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        urls = [f"http://127.0.0.1:{server.server_address[1]}/{name}" for name in ("a", "b", "c")]
+    with LocalHttpServer(answer) as server:
+        urls = [f"{server.url}/{name}" for name in ("a", "b", "c")]
         result = lookup(urls, "orders")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.failures == ()
     assert [answer.lookupd for answer in result.answers] == urls
     assert result.producers == frozenset()

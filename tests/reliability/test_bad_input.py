@@ -14,20 +14,19 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nsq_operator import naming
+from nsq_operator import manifests, naming
 from tests.integration.test_operator_kube import TOPIC, Namespace, consumer
 from tests.reliability.conftest import install_crd
 from tests.reliability.support import PROJECT_ROOT, Row
+from tests.rig.http import LocalHttpServer
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster
 from tests.rig.reporting import attach_logs
@@ -42,7 +41,7 @@ HUGE = {"requests": {"cpu": "64", "memory": "16Mi"}, "limits": {"cpu": "64", "me
 SMALL = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "10m", "memory": "16Mi"}}
 
 
-class GarbageLookupd:
+class GarbageLookupd(LocalHttpServer):
     """A local HTTP server that answers /lookup the way broken proxies and half-dead hosts do.
 
     The kind of answer is the URL's first path segment: http://host:port/<kind>/lookup?topic=...
@@ -55,34 +54,16 @@ class GarbageLookupd:
     }
 
     def __init__(self) -> None:
-        answers = self.ANSWERS
+        def answer(path: str) -> tuple[int, bytes]:
+            kind = path.strip("/").split("/")[0]
+            if kind == "hang":
+                time.sleep(30)  # longer than the operator's 5-second read timeout
+            return self.ANSWERS.get(kind, (503, b"<html>hung up</html>"))
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                kind = self.path.strip("/").split("/")[0]
-                if kind == "hang":
-                    time.sleep(30)  # longer than the operator's 5-second read timeout
-                    return
-                status, body = answers[kind]
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html" if body.startswith(b"<") else "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        super().__init__(answer)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, kind: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{kind}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def kind_url(self, kind: str) -> str:
+        return f"{self.url}/{kind}"
 
 
 @dataclass
@@ -113,11 +94,11 @@ def bad_consumers(stage: Stage) -> dict[str, dict[str, Any]]:
         return consumer(lookupd, name=name, worker=worker, **spec)
 
     return {
-        "html": make("html", [garbage.url("html")]),
-        "truncated": make("truncated", [garbage.url("truncated")]),
-        "shape": make("shape", [garbage.url("shape")]),
-        "hang": make("hang", [garbage.url("hang")]),
-        "mixed": make("mixed", [garbage.url("html"), real]),
+        "html": make("html", [garbage.kind_url("html")]),
+        "truncated": make("truncated", [garbage.kind_url("truncated")]),
+        "shape": make("shape", [garbage.kind_url("shape")]),
+        "hang": make("hang", [garbage.kind_url("hang")]),
+        "mixed": make("mixed", [garbage.kind_url("html"), real]),
         LONG_NAMES[0]: make(LONG_NAMES[0], [real], topic=LONG_TOPIC),
         LONG_NAMES[1]: make(LONG_NAMES[1], [real], topic=LONG_TOPIC),
         "image": make("image", [real], worker={"image": MISSING_IMAGE}),
@@ -189,7 +170,7 @@ def test_a_lookupd_answering_garbage_is_reported_by_name(
     stage: Stage, row: Row, kind: str, says: str, request: pytest.FixtureRequest
 ) -> None:
     attach_logs(request, stage.log_dirs)
-    ns, url = stage.ns, stage.garbage.url(kind)
+    ns, url = stage.ns, stage.garbage.kind_url(kind)
     row.order, row.section = 4.1 + 0.001 * ["html", "truncated", "shape", "hang"].index(kind), "Bad input"
     row.scenario = {
         "html": "The only lookupd answers an HTML page",
@@ -222,7 +203,7 @@ def test_garbage_next_to_a_real_lookupd_still_gives_the_union(
     ns = stage.ns
     row.order, row.section, row.scenario = 4.2, "Bad input", "One lookupd answers HTML, the other is real"
     row.load = "one NsqConsumer next to a healthy one"
-    row.fault = f"lookupd.httpAddresses: [{stage.garbage.url('html')}, <real lookupd>]"
+    row.fault = f"lookupd.httpAddresses: [{stage.garbage.kind_url('html')}, <real lookupd>]"
     ns.wait(condition_holds(ns, "mixed", "LookupdReachable", "True", "PartiallyReachable"), "partial")
     ns.wait(condition_holds(ns, "mixed", "Ready", "True", "AllWorkersReady"), "Ready")
     assert sorted(ns.deployments("mixed")) == [stage.nsqd]
@@ -434,14 +415,9 @@ def test_a_deployment_in_the_way_is_reported_and_left_alone(
     row.see(f"Ready=False ReconcileFailed: '{message}'; Warning CreateFailed; the other Deployment untouched")
     ns.kubectl("delete", "deployment", name, "--wait=true")
     ns.wait(condition_holds(ns, "squat", "Ready", "True", "AllWorkersReady"), "Ready=True", timeout=60)
-    assert controller_uid(ns.get("deployment", name)) == ns.consumer("squat")["metadata"]["uid"]
+    assert manifests.owned_by(ns.get("deployment", name), ns.consumer("squat")["metadata"]["uid"])
     row.see("once it was deleted, the operator made the worker's own: Ready=True AllWorkersReady")
     row.see(healthy_undisturbed(stage))
-
-
-def controller_uid(body: dict[str, Any]) -> str | None:
-    refs = body["metadata"].get("ownerReferences") or []
-    return next((str(r["uid"]) for r in refs if r.get("controller")), None)
 
 
 @pytest.mark.parametrize("which", ["tls", "auth"])

@@ -65,19 +65,6 @@ def _reason(error: ApiException) -> str:
     return f"{error.status} {error.reason}: {message or error.body or ''}".strip()
 
 
-def _list(what: str, call: Any, namespace: str, consumer: str) -> list[dict[str, Any]]:
-    """One list call for the workers of `consumer`, as raw JSON items."""
-    with _call(what):
-        response = call(
-            namespace,
-            label_selector=worker_selector(consumer),
-            _preload_content=False,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
-    return items
-
-
 class Kube:
     """Deployments of one consumer, their pods (read only), and the consumer's status."""
 
@@ -92,8 +79,15 @@ class Kube:
 
     def list_workers(self, namespace: str, consumer: str) -> list[dict[str, Any]]:
         """Every Deployment labelled as a worker of `consumer` (ownership is checked by the caller)."""
-        what = f"listing the Deployments of {consumer}"
-        return _list(what, self.apps.list_namespaced_deployment, namespace, consumer)
+        with _call(f"listing the Deployments of {consumer}"):
+            response = self.apps.list_namespaced_deployment(
+                namespace,
+                label_selector=worker_selector(consumer),
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items
 
     def list_worker_pods(self, namespace: str, consumer: str, nsqds: Sequence[str]) -> list[dict[str, Any]]:
         """The pods of `consumer`'s workers for the nsqd hashes `nsqds`: read to say why they are not ready.

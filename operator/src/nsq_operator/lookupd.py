@@ -190,17 +190,9 @@ class LookupCache:
                 del self._locks[key]
 
 
-_fanout: ThreadPoolExecutor | None = None
-_fanout_guard = threading.Lock()
-
-
-def _fanout_pool() -> ThreadPoolExecutor:
-    """One pool for the whole process, made on first use (the local mode and the operator share it)."""
-    global _fanout
-    with _fanout_guard:
-        if _fanout is None:
-            _fanout = ThreadPoolExecutor(max_workers=FANOUT_THREADS, thread_name_prefix="nsq-lookupd")
-        return _fanout
+# One pool for the whole process (the local mode and the operator share it). It starts its threads
+# only when first asked, so importing this module costs nothing.
+_FANOUT = ThreadPoolExecutor(max_workers=FANOUT_THREADS, thread_name_prefix="nsq-lookupd")
 
 
 def lookup(
@@ -214,4 +206,4 @@ def lookup(
 
     if len(urls) <= 1:
         return Lookup(tuple(map(ask, urls)))
-    return Lookup(tuple(_fanout_pool().map(ask, urls)))
+    return Lookup(tuple(_FANOUT.map(ask, urls)))

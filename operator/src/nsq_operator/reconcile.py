@@ -190,7 +190,7 @@ def _worker_problems(
     try:
         listed = kube.list_worker_pods(owner.namespace, owner.name, nsqds)
         warnings = {
-            name: list(kube.list_pod_warnings(owner.namespace, name))
+            name: kube.list_pod_warnings(owner.namespace, name)
             for name in pods.needing_events(listed, MAX_EVENT_LOOKUPS)
         }
     except KubeError as error:
