@@ -7,7 +7,8 @@ UV_VERSION := 0.13.8
 CACHE ?= $(HOME)/.cache/nsq-operator
 UV := $(CACHE)/uv-$(UV_VERSION)/bin/uv
 PY := .venv/bin/python
-APT_PACKAGES := docker.io debootstrap openssl redis-server ca-certificates
+APT_PACKAGES := docker.io debootstrap openssl redis-server ca-certificates \
+  containerd runc containernetworking-plugins iptables iproute2 nfacct conntrack
 export NSQ_OPERATOR_CACHE := $(CACHE)
 
 .PHONY: help deps test test-fast lint fmt demo demo-kube rig-up rig-down bench soak tools chart-crd

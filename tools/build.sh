@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned Go binaries the rig needs into a cache outside the work tree, once.
 # A warm second run only compares stamps and returns in well under a second.
-#   usage: tools/build.sh [nsq|kube|kwok|helm ...]   (default: all)
+#   usage: tools/build.sh [nsq|kube|kwok|helm|pause ...]   (default: all)
 #   prints the bin directory on its last line.
 # Environment: NSQ_OPERATOR_CACHE (default ~/.cache/nsq-operator).
 set -euo pipefail
@@ -37,8 +37,8 @@ build_nsq() {
 build_kube() {
   local key minor ldflags v p
   key="$KUBERNETES_VERSION $(cat "$here/kube/go.mod" "$here/kube/go.sum" | sha256sum | cut -c1-16)"
-  if stamp_ok kube "$key" && have_all etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; then return; fi
-  log "building Kubernetes $KUBERNETES_VERSION (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl); 10-20 minutes cold"
+  if stamp_ok kube "$key" && have_all etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; then return; fi
+  log "building Kubernetes $KUBERNETES_VERSION (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy); 10-20 minutes cold"
   minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
   # Without these stamps the binaries report v0.0.0 and clients such as helm refuse them.
   ldflags="-s -w"
@@ -48,7 +48,8 @@ build_kube() {
   done
   (cd "$here/kube" && go build -trimpath -ldflags "$ldflags" -o "$bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
   (cd "$here/kube" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
   echo "$key" >"$stamps/kube"
 }
@@ -82,12 +83,22 @@ build_helm() {
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 }
 
+build_pause() {
+  # The pod sandbox image's one program (tools/pause): a static binary for a FROM-scratch image.
+  local key
+  key="$(cat "$here/pause/go.mod" "$here/pause/main.go" | sha256sum | cut -c1-16)"
+  if stamp_ok pause "$key" && have_all pause; then return; fi
+  log "building the sandbox image's pause program"
+  (cd "$here/pause" && go build -trimpath -ldflags "-s -w" -o "$bin/pause" .)
+  echo "$key" >"$stamps/pause"
+}
+
 groups=("$@")
-[[ ${#groups[@]} -gt 0 ]] || groups=(nsq kwok helm kube)
+[[ ${#groups[@]} -gt 0 ]] || groups=(nsq kwok helm kube pause)
 for group in "${groups[@]}"; do
   case "$group" in
-    nsq | kube | kwok | helm) "build_$group" ;;
-    *) echo "unknown tool group: $group (nsq, kube, kwok, helm)" >&2; exit 2 ;;
+    nsq | kube | kwok | helm | pause) "build_$group" ;;
+    *) echo "unknown tool group: $group (nsq, kube, kwok, helm, pause)" >&2; exit 2 ;;
   esac
 done
 echo "$bin"

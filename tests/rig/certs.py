@@ -17,7 +17,10 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 @dataclass(frozen=True)
 class Pki:
-    """A CA, the API server's serving certificate, an admin client certificate, service-account keys."""
+    """A CA, the API server's serving certificate, an admin client certificate, service-account keys.
+
+    `serving_ips` are the addresses, beside loopback, the serving certificate names.
+    """
 
     root: Path
 
@@ -50,7 +53,7 @@ class Pki:
         return self.root / "sa.pub"
 
     @classmethod
-    def create(cls, root: Path) -> Pki:
+    def create(cls, root: Path, serving_ips: tuple[str, ...] = ()) -> Pki:
         root.mkdir(parents=True, exist_ok=True)
         pki = cls(root)
         if pki.admin_cert.exists():
@@ -71,8 +74,20 @@ class Pki:
             "/CN=nsq-operator-rig-ca",
             cwd=root,
         )
+        names = [
+            f"IP:{ip}" for ip in ("127.0.0.1", *serving_ips)
+        ] + [
+            f"DNS:{name}"
+            for name in (
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            )
+        ]
         (root / "serving.ext").write_text(
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default\n"
+            f"subjectAltName={','.join(names)}\n"
             "extendedKeyUsage=serverAuth\n"
         )
         pki._sign("apiserver", "/CN=kube-apiserver", "serving.ext")

@@ -1,8 +1,12 @@
-"""A real Kubernetes control plane on loopback, in the manner of controller-runtime's envtest.
+"""A real Kubernetes control plane on this machine, in the manner of controller-runtime's envtest.
 
 etcd, kube-apiserver (RBAC, service-account tokens), kube-controller-manager (garbage collector,
 Deployments, ReplicaSets, service-account tokens), kube-scheduler and kwok with two fake nodes, so
-pods are scheduled and report Running without a kubelet or a container runtime.
+pods are scheduled and report Running without a kubelet or a container runtime (the scale tests).
+A real node (tests/rig/node.py) can join it; for that the API server listens on the rig's bridge
+gateway (tests/rig/hostnet.py), a local address that pods reach through the `kubernetes` Service,
+and its serving certificate names that address, the first service IP and kubernetes.default.svc.
+Everything else listens on loopback.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import requests
 
+from tests.rig import hostnet
 from tests.rig.certs import Pki
 from tests.rig.procs import Process, RigError, free_port, http_ok, tail
 from tests.rig.tools import binary
@@ -66,7 +71,7 @@ class KubeCluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{hostnet.GATEWAY}:{self.api_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -96,7 +101,8 @@ class KubeCluster:
         return process
 
     def _start(self) -> None:
-        pki = Pki.create(self.root / "pki")
+        hostnet.bridge_up()
+        pki = Pki.create(self.root / "pki", (hostnet.GATEWAY, hostnet.FIRST_SERVICE_IP))
         etcd_port, etcd_peer = free_port(), free_port()
         etcd = self._spawn(
             "etcd",
@@ -120,8 +126,8 @@ class KubeCluster:
             [
                 binary("kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={hostnet.GATEWAY}",
+                f"--advertise-address={hostnet.GATEWAY}",
                 f"--secure-port={self.api_port}",
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",
@@ -131,7 +137,10 @@ class KubeCluster:
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 "--service-cluster-ip-range=10.96.0.0/16",
-                "--endpoint-reconciler-type=none",
+                # The default (lease) reconciler: endpoints/kubernetes points at the gateway, so
+                # in-cluster clients reach this server through 10.96.0.1:443 and kube-proxy.
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
                 f"--cert-dir={self.root / 'apiserver-certs'}",
                 "--v=1",
             ],
@@ -281,3 +290,4 @@ class KubeCluster:
         """Stop every component, newest first, so nothing writes to a store that is gone."""
         for process in reversed(self.processes):
             process.stop()
+        hostnet.bridge_down()

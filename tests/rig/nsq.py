@@ -1,4 +1,8 @@
-"""A real NSQ cluster on loopback: nsqlookupd(s) and nsqd(s) from the pinned NSQ build."""
+"""A real NSQ cluster: nsqlookupd(s) and nsqd(s) from the pinned NSQ build.
+
+On loopback by default; for pods on the real node, on the rig's bridge gateway (`host`), which the
+nsqd also broadcast, so lookupd hands pods an address they can reach.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +25,15 @@ class Lookupd:
     tcp_port: int
     http_port: int
     process: Process
+    host: str = "127.0.0.1"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def tcp_address(self) -> str:
-        return f"127.0.0.1:{self.tcp_port}"
+        return f"{self.host}:{self.tcp_port}"
 
     def producers(self, topic: str) -> list[str]:
         """`host:tcp_port` of every nsqd lookupd lists for the topic."""
@@ -53,27 +58,28 @@ class Nsqd:
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     process: Process | None = None
+    host: str = "127.0.0.1"
     # nsqd listens for HTTPS on 0.0.0.0:4152 whenever TLS is configured unless told otherwise:
-    # always give it a loopback port of its own.
+    # always give it a port of its own on `host`.
     https_port: int = field(default_factory=free_port)
 
     @property
     def tcp_address(self) -> str:
-        return f"127.0.0.1:{self.tcp_port}"
+        return f"{self.host}:{self.tcp_port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     def start(self) -> Nsqd:
         """Start (or restart, keeping the data directory and ports) this nsqd."""
         self.data_path.mkdir(parents=True, exist_ok=True)
         argv = [
             binary("nsqd"),
-            f"--tcp-address=127.0.0.1:{self.tcp_port}",
-            f"--http-address=127.0.0.1:{self.http_port}",
-            f"--https-address=127.0.0.1:{self.https_port}",
-            "--broadcast-address=127.0.0.1",
+            f"--tcp-address={self.host}:{self.tcp_port}",
+            f"--http-address={self.host}:{self.http_port}",
+            f"--https-address={self.host}:{self.https_port}",
+            f"--broadcast-address={self.host}",
             f"--data-path={self.data_path}",
             *(f"--lookupd-tcp-address={a}" for a in self.lookupd_tcp_addresses),
             *self.extra_args,
@@ -143,10 +149,13 @@ class NsqCluster:
     root: Path
     lookupds: list[Lookupd] = field(default_factory=list)
     nsqds: list[Nsqd] = field(default_factory=list)
+    host: str = "127.0.0.1"
 
     @classmethod
-    def start(cls, root: Path, nsqd_count: int = 2, lookupd_count: int = 1) -> NsqCluster:
-        cluster = cls(root)
+    def start(
+        cls, root: Path, nsqd_count: int = 2, lookupd_count: int = 1, host: str = "127.0.0.1"
+    ) -> NsqCluster:
+        cluster = cls(root, host=host)
         try:
             for _ in range(lookupd_count):
                 cluster.add_lookupd()
@@ -166,13 +175,13 @@ class NsqCluster:
         tcp_port, http_port = free_port(), free_port()
         argv = [
             binary("nsqlookupd"),
-            f"--tcp-address=127.0.0.1:{tcp_port}",
-            f"--http-address=127.0.0.1:{http_port}",
-            "--broadcast-address=127.0.0.1",
+            f"--tcp-address={self.host}:{tcp_port}",
+            f"--http-address={self.host}:{http_port}",
+            f"--broadcast-address={self.host}",
         ]
         process = Process(name, argv, self.root / "logs" / f"{name}.log").start()
-        process.wait_until(http_ok(f"http://127.0.0.1:{http_port}/ping"), timeout=30)
-        lookupd = Lookupd(name, tcp_port, http_port, process)
+        process.wait_until(http_ok(f"http://{self.host}:{http_port}/ping"), timeout=30)
+        lookupd = Lookupd(name, tcp_port, http_port, process, host=self.host)
         self.lookupds.append(lookupd)
         return lookupd
 
@@ -186,6 +195,7 @@ class NsqCluster:
             lookupd_tcp_addresses=[lookupd.tcp_address for lookupd in self.lookupds],
             log_path=self.root / "logs" / f"{name}.log",
             extra_args=extra_args or [],
+            host=self.host,
         )
         self.nsqds.append(nsqd.start())
         return nsqd

@@ -1,0 +1,98 @@
+"""Fixtures for the real node: the kubelet, its images, NSQ on the bridge, and the operator as a pod.
+
+These tests never fall back to kwok: when the real node cannot start, the `real_node` fixture fails
+every test that needs it with the reason (the component's log tail).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Images
+from tests.e2e.node.support import OPERATOR_RELEASE, Operator
+from tests.rig import docker, hostnet
+from tests.rig.helm import CHART, helm
+from tests.rig.kube import KubeCluster
+from tests.rig.node import RealNode, toleration
+from tests.rig.nsq import NsqCluster
+from tests.rig.reporting import attach_logs
+from tests.rig.tools import PROJECT_ROOT
+
+USER_IMAGE = "nsq-operator/example-archiver:test"
+
+
+@pytest.fixture(scope="session")
+def real_node(kube_cluster: KubeCluster, docker_engine: str) -> Iterator[RealNode]:
+    node = RealNode.start(kube_cluster.kubeconfig, kube_cluster.pki.ca_cert)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def node_images(real_node: RealNode, images: Images) -> Images:
+    """The worker, operator and example user images, in the node's containerd."""
+    docker.docker(
+        "build", "--build-arg", f"WORKER_IMAGE={images.worker}", "-t", USER_IMAGE,
+        str(PROJECT_ROOT / "examples" / "worker-image"), timeout=600,
+    )  # fmt: skip
+    real_node.load_images(images.worker, images.operator, USER_IMAGE)
+    return images
+
+
+@pytest.fixture
+def pod_nsq(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NsqCluster]:
+    """nsqlookupd and nsqd listening on the bridge gateway, which pods reach; `param` sets the count."""
+    counts = getattr(request, "param", {})
+    cluster = NsqCluster.start(tmp_path / "nsq", nsqd_count=counts.get("nsqd", 1), host=hostnet.GATEWAY)
+    attach_logs(request, [cluster.log_dir])
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def operator_pod(kube_cluster: KubeCluster, node_images: Images, real_node: RealNode) -> Iterator[Operator]:
+    """The chart installed by helm: the operator runs as a pod on the real node, in-cluster."""
+    namespace = f"nsq-system-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("create", "namespace", namespace)
+    kube_cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )  # fmt: skip
+    tol = toleration()
+    helm(
+        "install", OPERATOR_RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=180s",
+        "--set", "image.tag=test", "--set", "image.pullPolicy=Never",
+        "--set", f"worker.defaultImage={node_images.worker}",
+        "--set", "nodeSelector.nsq-operator\\.dev/node=real",
+        "--set", f"tolerations[0].key={tol['key']}", "--set", "tolerations[0].operator=Exists",
+        "--set", "tolerations[0].effect=NoSchedule",
+        kubeconfig=kube_cluster.kubeconfig,
+    )  # fmt: skip
+    operator = Operator(kube_cluster, namespace)
+    try:
+        yield operator
+    finally:
+        helm("uninstall", OPERATOR_RELEASE, "-n", namespace, "--wait", kubeconfig=kube_cluster.kubeconfig,
+             check=False)  # fmt: skip
+        kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture
+def worker_ns(kube_cluster: KubeCluster, operator_pod: Operator, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace for one test's NsqConsumers (restricted Pod Security, as a team's would be)."""
+    name = f"w-{uuid.uuid4().hex[:8]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    kube_cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    attach_logs(request, [kube_cluster.log_dir, Path("/var/lib/nsq-operator-rig/logs")])
+    yield name
+    operator_pod.save_logs(request)
+    kube_cluster.kubectl("delete", "nsqc", "--all", "-n", name, "--wait=false", check=False)
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,3 @@
+module nsq-operator.dev/tools/pause
+
+go 1.22
