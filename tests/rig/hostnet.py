@@ -13,6 +13,7 @@ host's iptables (their KUBE-* chains and the jumps to them) and the nfacct objec
 from __future__ import annotations
 
 import contextlib
+import shlex
 import shutil
 import subprocess
 
@@ -104,7 +105,7 @@ def remove_kube_chains() -> list[str]:
                 if line.startswith("-N KUBE-")
             ]
             for line in listing.stdout.splitlines():
-                parts = line.split()
+                parts = shlex.split(line)  # comments are quoted and hold spaces
                 if parts[:1] == ["-A"] and not parts[1].startswith("KUBE-") and _jumps_to_kube(parts):
                     _run(tool, "-t", table, "-D", *parts[1:], check=False)
             for chain in chains:

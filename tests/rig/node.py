@@ -30,6 +30,7 @@ from tests.rig.procs import Process, RigError, free_port, tail
 from tests.rig.tools import binary
 
 NODE_ROOT = Path("/var/lib/nsq-operator-rig")
+RUN_DIR = Path("/run")
 NODE_NAME = os.uname().nodename  # it resolves to loopback here, so `kubectl logs` reaches the kubelet
 TAINT_KEY = "nsq-operator.dev/real-node"
 NODE_LABEL = "nsq-operator.dev/node"
@@ -129,7 +130,6 @@ class RealNode:
                 f"--root-dir={NODE_ROOT / 'kubelet'}",
                 f"--cert-dir={NODE_ROOT / 'kubelet' / 'pki'}",
                 f"--hostname-override={self.name}",
-                "--node-ip=127.0.0.1",
                 f"--node-labels={NODE_LABEL}=real",
                 "--v=1",
             ],
@@ -396,7 +396,7 @@ def _require_packages() -> None:
 
 def _take_lock() -> IO[str]:
     NODE_ROOT.mkdir(parents=True, exist_ok=True)
-    lock = (NODE_ROOT.parent / "nsq-operator-rig.lock").open("w")
+    lock = (RUN_DIR / "nsq-operator-rig.lock").open("w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -408,12 +408,13 @@ def _take_lock() -> IO[str]:
 
 
 def _host_state_file() -> Path:
-    # Beside NODE_ROOT, not in it: cleanup removes NODE_ROOT but must still know the old values.
-    return NODE_ROOT.parent / "nsq-operator-rig.host-state.json"
+    # Not in NODE_ROOT: cleanup removes it but must still know the old values. /run is gone after a
+    # reboot, and so is every change recorded here.
+    return RUN_DIR / "nsq-operator-rig.host-state.json"
 
 
 def _pids_file() -> Path:
-    return NODE_ROOT.parent / "nsq-operator-rig.pids.json"
+    return RUN_DIR / "nsq-operator-rig.pids.json"
 
 
 def _read_sysctl(name: str) -> str | None:

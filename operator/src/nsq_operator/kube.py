@@ -52,9 +52,14 @@ def load_client() -> client.ApiClient:
     loader: Any = config  # the loaders are untyped
     try:
         loader.load_incluster_config()
+        source = "in-cluster ServiceAccount token"
     except config.ConfigException:
         loader.load_kube_config()
-    return client.ApiClient()
+        source = "kubeconfig"
+    api_client = client.ApiClient()
+    # Said once at start, so a pod's log shows which credentials it acts with.
+    log.info("talking to the API server at %s with the %s", api_client.configuration.host, source)
+    return api_client
 
 
 def _reason(error: ApiException) -> str:

@@ -58,7 +58,17 @@ def consumer(
     worker: dict[str, Any] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    """An NsqConsumer whose workers run on the real node, with a 1 s poll and a short grace."""
+    """An NsqConsumer whose workers run on the real node, with a 1 s poll and a short grace.
+
+    A `worker` key set to None is left out (say, `args` for an image whose CMD names its handler).
+    """
+    merged = {
+        "resources": SMALL,
+        "args": ["nsq_worker.examples:NoopWorker"],
+        "imagePullPolicy": "Never",
+        **placement(),
+        **(worker or {}),
+    }
     body: dict[str, Any] = {
         "apiVersion": "nsqoperator.dev/v1alpha1",
         "kind": "NsqConsumer",
@@ -68,13 +78,7 @@ def consumer(
             "channel": channel,
             "lookupd": {"httpAddresses": nsq.lookupd_http_urls, "pollIntervalSeconds": 1},
             "nsqdRemovalGraceSeconds": 3,
-            "worker": {
-                "resources": SMALL,
-                "args": ["nsq_worker.examples:NoopWorker"],
-                "imagePullPolicy": "Never",
-                **placement(),
-                **(worker or {}),
-            },
+            "worker": {key: value for key, value in merged.items() if value is not None},
             **spec,
         },
     }
