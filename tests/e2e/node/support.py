@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from tests.rig.kube import KubeCluster
-from tests.rig.node import placement
+from tests.rig.node import RealNode, placement
 from tests.rig.nsq import Nsqd, NsqCluster
 from tests.rig.procs import RigError
 from tests.rig.reporting import LOG_PATHS
+from tests.rig.tools import binary
 
 OPERATOR_RELEASE = "nsq-operator"
 CONSUMER_LABEL = "nsqoperator.dev/consumer"
@@ -150,3 +153,58 @@ def channel_empty(nsqd: Nsqd, topic: str, channel: str, at_least: int) -> Callab
         )
 
     return check
+
+
+class PodWatch:
+    """Every state the API server reports for some pods, from `kubectl get -w`, kept to the end.
+
+    A deleted pod's last status (its container's exit code and reason) is gone from a plain GET by
+    the time a test looks; the watch saw it before the DELETED event.
+    """
+
+    def __init__(self, kube: KubeCluster, namespace: str, selector: str, path: Path) -> None:
+        self.path = path
+        self._out = path.open("w")
+        self._process = subprocess.Popen(
+            [binary("kubectl"), f"--kubeconfig={kube.kubeconfig}", "get", "pods", "-n", namespace,
+             "-l", selector, "-w", "--output-watch-events", "-o", "json"],
+            stdout=self._out, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def events(self) -> list[dict[str, Any]]:
+        text, decoder, found, index = self.path.read_text(), json.JSONDecoder(), [], 0
+        while True:
+            while index < len(text) and text[index].isspace():
+                index += 1
+            if index >= len(text):
+                return found
+            try:
+                event, index = decoder.raw_decode(text, index)
+            except json.JSONDecodeError:
+                return found  # a half-written last object
+            found.append(event)
+
+    def terminations(self) -> dict[str, dict[str, Any]]:
+        """The last `terminated` state seen for each pod's worker container, by pod name."""
+        last: dict[str, dict[str, Any]] = {}
+        for event in self.events():
+            pod = event["object"]
+            state = container_status(pod).get("state", {})
+            if "terminated" in state:
+                last[pod["metadata"]["name"]] = state["terminated"]
+        return last
+
+    def deleted(self) -> set[str]:
+        return {e["object"]["metadata"]["name"] for e in self.events() if e["type"] == "DELETED"}
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(10)
+        self._out.close()
+
+
+def container_pids(node: RealNode, pod: dict[str, Any]) -> list[int]:
+    """The host PIDs of a pod's worker container, from its cgroup (what the kernel says runs there)."""
+    container_id = container_status(pod)["containerID"].split("://", 1)[1]
+    procs = node.container_cgroup(container_id, "pids") / "cgroup.procs"
+    return [int(pid) for pid in procs.read_text().split()]
