@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.rig.certs import ec_ca, ec_leaf
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import free_port
 from tests.rig.workers import WorkerFactory, bodies, clients, settled, wait_for
@@ -20,38 +20,15 @@ NO_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 0}], indirect=True)
 SECRET = "letmein"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _ca(directory: Path, name: str) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=directory,
-    )  # fmt: skip
-
-
-def _leaf(directory: Path, ca: str, name: str, extensions: str) -> None:
-    (directory / f"{name}.ext").write_text(extensions)
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-        "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=directory,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     """A CA with a server certificate for 127.0.0.1 and a client certificate, and an unrelated CA."""
     directory = tmp_path / "pki"
     directory.mkdir()
-    _ca(directory, "ca")
-    _ca(directory, "other-ca")
-    _leaf(directory, "ca", "server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    _leaf(directory, "ca", "client", "extendedKeyUsage=clientAuth\n")
+    ec_ca(directory, "ca")
+    ec_ca(directory, "other-ca")
+    ec_leaf(directory, "ca", "server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    ec_leaf(directory, "ca", "client", "extendedKeyUsage=clientAuth\n")
     return directory
 
 

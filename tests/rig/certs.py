@@ -130,3 +130,24 @@ class Pki:
             extfile,
             cwd=self.root,
         )
+
+
+def ec_ca(directory: Path, name: str) -> None:
+    """A self-signed P-256 CA, `name`.pem and `name`.key in `directory` (for nsqd's TLS tests)."""
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=directory,
+    )  # fmt: skip
+
+
+def ec_leaf(directory: Path, ca: str, name: str, extensions: str) -> None:
+    """A P-256 certificate `name`.pem signed by CA `ca`, with openssl `extensions` (SANs, key usage)."""
+    (directory / f"{name}.ext").write_text(extensions)
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+        "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=directory,
+    )  # fmt: skip
