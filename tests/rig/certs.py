@@ -74,9 +74,7 @@ class Pki:
             "/CN=nsq-operator-rig-ca",
             cwd=root,
         )
-        names = [
-            f"IP:{ip}" for ip in ("127.0.0.1", *serving_ips)
-        ] + [
+        names = [f"IP:{ip}" for ip in ("127.0.0.1", *serving_ips)] + [
             f"DNS:{name}"
             for name in (
                 "localhost",
@@ -86,10 +84,7 @@ class Pki:
                 "kubernetes.default.svc.cluster.local",
             )
         ]
-        (root / "serving.ext").write_text(
-            f"subjectAltName={','.join(names)}\n"
-            "extendedKeyUsage=serverAuth\n"
-        )
+        (root / "serving.ext").write_text(f"subjectAltName={','.join(names)}\nextendedKeyUsage=serverAuth\n")
         pki._sign("apiserver", "/CN=kube-apiserver", "serving.ext")
         (root / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
         # system:masters: the rig's admin, used by the tests and the control plane's own components.

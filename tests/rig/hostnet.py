@@ -99,11 +99,7 @@ def remove_kube_chains() -> list[str]:
             listing = _run(tool, "-t", table, "-S", check=False)
             if listing.returncode != 0:
                 continue
-            chains = [
-                line.split()[1]
-                for line in listing.stdout.splitlines()
-                if line.startswith("-N KUBE-")
-            ]
+            chains = [line.split()[1] for line in listing.stdout.splitlines() if line.startswith("-N KUBE-")]
             for line in listing.stdout.splitlines():
                 parts = shlex.split(line)  # comments are quoted and hold spaces
                 if parts[:1] == ["-A"] and not parts[1].startswith("KUBE-") and _jumps_to_kube(parts):

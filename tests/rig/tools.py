@@ -14,7 +14,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GROUP_OF = {
     **dict.fromkeys(["nsqd", "nsqlookupd", "to_nsq", "nsq_tail", "bench_reader", "bench_writer"], "nsq"),
     **dict.fromkeys(
-        ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy"],
+        [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubectl",
+            "kubelet",
+            "kube-proxy",
+        ],
         "kube",
     ),
     "kwok": "kwok",

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Images
-from tests.e2e.node.support import OPERATOR_RELEASE, Operator
+from tests.e2e.node.support import Operator, install_operator, uninstall_operator
 from tests.rig import docker, hostnet
-from tests.rig.helm import CHART, helm
 from tests.rig.kube import KubeCluster
-from tests.rig.node import RealNode, toleration
+from tests.rig.node import RealNode
 from tests.rig.nsq import NsqCluster
 from tests.rig.reporting import attach_logs
 from tests.rig.tools import PROJECT_ROOT
@@ -60,33 +59,17 @@ def pod_nsq(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NsqClust
 @pytest.fixture(scope="module")
 def operator_pod(kube_cluster: KubeCluster, node_images: Images, real_node: RealNode) -> Iterator[Operator]:
     """The chart installed by helm: the operator runs as a pod on the real node, in-cluster."""
-    namespace = f"nsq-system-{uuid.uuid4().hex[:6]}"
-    kube_cluster.kubectl("create", "namespace", namespace)
-    kube_cluster.kubectl(
-        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
-        "pod-security.kubernetes.io/enforce-version=latest",
-    )  # fmt: skip
-    tol = toleration()
-    helm(
-        "install", OPERATOR_RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=180s",
-        "--set", "image.tag=test", "--set", "image.pullPolicy=Never",
-        "--set", f"worker.defaultImage={node_images.worker}",
-        "--set", "nodeSelector.nsq-operator\\.dev/node=real",
-        "--set", f"tolerations[0].key={tol['key']}", "--set", "tolerations[0].operator=Exists",
-        "--set", "tolerations[0].effect=NoSchedule",
-        kubeconfig=kube_cluster.kubeconfig,
-    )  # fmt: skip
-    operator = Operator(kube_cluster, namespace)
+    operator = install_operator(kube_cluster, f"nsq-system-{uuid.uuid4().hex[:6]}", node_images.worker)
     try:
         yield operator
     finally:
-        helm("uninstall", OPERATOR_RELEASE, "-n", namespace, "--wait", kubeconfig=kube_cluster.kubeconfig,
-             check=False)  # fmt: skip
-        kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        uninstall_operator(operator)
 
 
 @pytest.fixture
-def worker_ns(kube_cluster: KubeCluster, operator_pod: Operator, request: pytest.FixtureRequest) -> Iterator[str]:
+def worker_ns(
+    kube_cluster: KubeCluster, operator_pod: Operator, request: pytest.FixtureRequest
+) -> Iterator[str]:
     """A namespace for one test's NsqConsumers (restricted Pod Security, as a team's would be)."""
     name = f"w-{uuid.uuid4().hex[:8]}"
     kube_cluster.kubectl("create", "namespace", name)

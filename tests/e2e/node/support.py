@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import requests
 
+from tests.rig.helm import CHART, helm
 from tests.rig.kube import KubeCluster
-from tests.rig.node import RealNode, placement
-from tests.rig.nsq import Nsqd, NsqCluster
+from tests.rig.node import NODE_LABEL, RealNode, placement, toleration
+from tests.rig.nsq import NsqCluster, Nsqd
 from tests.rig.procs import RigError
 from tests.rig.reporting import LOG_PATHS
 from tests.rig.tools import binary
@@ -37,7 +38,7 @@ class Operator:
         pods = self.kube.get_json(
             "pods", "-n", self.namespace, "-l", f"app.kubernetes.io/instance={OPERATOR_RELEASE}"
         )["items"]
-        running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        running: list[dict[str, Any]] = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
         if len(running) != 1:
             raise RigError(f"expected one operator pod, found {[p['metadata']['name'] for p in pods]}")
         return running[0]
@@ -51,6 +52,35 @@ class Operator:
         log = self.kube.log_dir / f"operator-pod-{self.namespace}.log"
         log.write_text(self.logs())
         request.node.stash[LOG_PATHS] = [*request.node.stash.get(LOG_PATHS, []), log]
+
+
+def install_operator(kube: KubeCluster, namespace: str, worker_image: str, timeout: str = "180s") -> Operator:
+    """`helm install` the chart so the operator runs as a pod on the real node, in a namespace that
+    enforces the `restricted` Pod Security standard (made here)."""
+    kube.kubectl("create", "namespace", namespace)
+    kube.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )  # fmt: skip
+    tol = toleration()
+    helm(
+        "install", OPERATOR_RELEASE, str(CHART), "-n", namespace, "--wait", f"--timeout={timeout}",
+        "--set", "image.tag=test", "--set", "image.pullPolicy=Never",
+        "--set", f"worker.defaultImage={worker_image}",
+        "--set", f"nodeSelector.{NODE_LABEL.replace('.', chr(92) + '.')}=real",
+        "--set", f"tolerations[0].key={tol['key']}", "--set", "tolerations[0].operator=Exists",
+        "--set", "tolerations[0].effect=NoSchedule",
+        kubeconfig=kube.kubeconfig,
+    )  # fmt: skip
+    return Operator(kube, namespace)
+
+
+def uninstall_operator(operator: Operator) -> None:
+    kubeconfig = operator.kube.kubeconfig
+    helm(
+        "uninstall", OPERATOR_RELEASE, "-n", operator.namespace, "--wait", kubeconfig=kubeconfig, check=False
+    )
+    operator.kube.kubectl("delete", "namespace", operator.namespace, "--wait=false", check=False)
 
 
 def consumer(
@@ -103,7 +133,9 @@ def ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def wait_ready_pods(kube: KubeCluster, namespace: str, name: str, count: int, timeout: float = 120) -> list[dict[str, Any]]:  # fmt: skip
+def wait_ready_pods(
+    kube: KubeCluster, namespace: str, name: str, count: int, timeout: float = 120
+) -> list[dict[str, Any]]:
     """Wait until `count` pods of the consumer are Ready (the kubelet's probes passed)."""
     found: list[dict[str, Any]] = []
 
@@ -172,7 +204,8 @@ class PodWatch:
         )  # fmt: skip
 
     def events(self) -> list[dict[str, Any]]:
-        text, decoder, found, index = self.path.read_text(), json.JSONDecoder(), [], 0
+        text, decoder, index = self.path.read_text(), json.JSONDecoder(), 0
+        found: list[dict[str, Any]] = []
         while True:
             while index < len(text) and text[index].isspace():
                 index += 1

@@ -20,7 +20,7 @@ from tests.rig import hostnet
 from tests.rig.certs import ec_ca, ec_leaf
 from tests.rig.http import LocalHttpServer
 from tests.rig.kube import KubeCluster
-from tests.rig.nsq import Nsqd, NsqCluster
+from tests.rig.nsq import NsqCluster, Nsqd
 
 NO_NSQD = pytest.mark.parametrize("pod_nsq", [{"nsqd": 0}], indirect=True)
 AUTH_SECRET = "pods-may-enter"
@@ -94,15 +94,15 @@ def test_a_worker_pod_authenticates_with_a_secret_from_a_secret(
     with LocalHttpServer(auth_answer) as auth:
         nsqd = pod_nsq.add_nsqd(extra_args=[f"--auth-http-address={auth.url.removeprefix('http://')}"])
         nsqd.create_topic("auth", "pods")
-        kube_cluster.kubectl(
-            "create", "secret", "generic", "nsqd-auth", "-n", worker_ns, f"--from-literal=secret={AUTH_SECRET}"
-        )  # fmt: skip
+        literal = f"--from-literal=secret={AUTH_SECRET}"
+        kube_cluster.kubectl("create", "secret", "generic", "nsqd-auth", "-n", worker_ns, literal)
         worker = {"auth": {"secretName": "nsqd-auth", "key": "secret"}}
         apply(kube_cluster, worker_ns, consumer("authed", pod_nsq, "auth", worker=worker))
         wait_ready_pods(kube_cluster, worker_ns, "authed", count=1)
         publish_and_drain(kube_cluster, nsqd, "auth", 100)
         [client] = clients(nsqd, "auth", "pods")
-        assert client["authed"] is True and client["auth_identity"] == "pod-worker", client
+        assert client["authed"] is True, client
+        assert client["auth_identity"] == "pod-worker", client
 
 
 CASES: dict[str, tuple[dict[str, Any], Callable[[str], bool]]] = {
