@@ -11,7 +11,7 @@ APT_PACKAGES := docker.io debootstrap openssl redis-server ca-certificates \
   containerd runc containernetworking-plugins iptables iproute2 nfacct conntrack
 export NSQ_OPERATOR_CACHE := $(CACHE)
 
-.PHONY: help deps test test-fast lint fmt demo demo-kube rig-up rig-down bench soak tools chart-crd
+.PHONY: help deps deps-local test test-fast lint fmt demo demo-kube rig-up rig-down bench soak tools chart-crd
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,10 @@ deps: $(UV) ## Install everything the tests need: Debian packages, Python packag
 	fi
 	$(UV) sync --frozen --quiet
 	bash tools/build.sh >/dev/null
+
+deps-local: $(UV) ## Only what local mode needs: the Python packages and the NSQ binaries (no Kubernetes)
+	$(UV) sync --frozen --quiet
+	bash tools/build.sh nsq >/dev/null
 
 tools: ## Build the pinned Go binaries into the cache (nsqd, kube-apiserver, helm, ...)
 	bash tools/build.sh
@@ -51,16 +55,16 @@ test: deps lint ## Install everything, then run every test against the real part
 test-fast: ## Run the tests, assuming `make deps` has run
 	$(PY) -m pytest -x
 
-rig-up: deps ## Start the rig (NSQ cluster, Kubernetes control plane, Docker engine) for people
-	$(PY) -m tests.rig up
+rig-up: deps ## Start the rig (NSQ, control plane, Docker); RIG_ARGS=--real-node adds a kubelet node
+	$(PY) -m tests.rig up $(RIG_ARGS)
 
 rig-down: ## Stop everything rig-up started
 	$(PY) -m tests.rig down
 
-demo: deps ## The demo: local mode, one worker process per nsqd, nsqds joining and leaving
+demo: deps-local ## The demo: local mode, one worker process per nsqd, nsqds joining and leaving
 	$(PY) -m demo local
 
-demo-kube: deps ## The demo on the local Kubernetes control plane with the operator
+demo-kube: deps ## The demo on the rig's real node: the operator and the workers as pods
 	$(PY) -m demo kube
 
 bench: deps ## Run the benchmarks and write BENCHMARKS.md

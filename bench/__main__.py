@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import harness, latency, report, scaling, throughput
-from bench.common import BENCHMARKS, Config, Cores
+from bench import harness, latency, pods, report, scaling, throughput
+from bench.common import BENCHMARKS, NODE_BENCHMARKS, Config, Cores
 from tests.rig.tools import PROJECT_ROOT
 
 
@@ -33,7 +33,7 @@ def log(text: str) -> None:
 def parse(argv: Sequence[str]) -> tuple[Config, bool, bool]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--only", default=",".join(BENCHMARKS),
+    parser.add_argument("--only", default=None,
                         help=f"comma-separated subset of {', '.join(BENCHMARKS)}")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks the harness")
     parser.add_argument(
@@ -59,7 +59,8 @@ def parse(argv: Sequence[str]) -> tuple[Config, bool, bool]:
     parser.add_argument("--report-only", action="store_true", help="only redraw the report from results.json")
     args = parser.parse_args(argv)
 
-    only = tuple(part.strip() for part in args.only.split(",") if part.strip())
+    default = [b for b in BENCHMARKS if not (args.quick and b in NODE_BENCHMARKS)]
+    only = tuple(part.strip() for part in (args.only or ",".join(default)).split(",") if part.strip())
     unknown = set(only) - set(BENCHMARKS)
     if unknown:
         parser.error(
@@ -119,6 +120,11 @@ def run(config: Config) -> dict[str, Any]:
         finally:
             cluster.stop()
         results["scaling"]["took"] = time.monotonic() - started
+    if "pods" in config.only:
+        log("4. pods on the real node")
+        started = time.monotonic()
+        results["pods"] = pods.measure(config, log)
+        results["pods"]["took"] = time.monotonic() - started
     return results
 
 

@@ -11,7 +11,9 @@ from typing import Any
 
 from bench.harness import BenchError, cpus
 
-BENCHMARKS = ("throughput", "latency", "scaling")
+BENCHMARKS = ("throughput", "latency", "scaling", "pods")
+# Needs the real node (root, containerd, a kubelet): not in the quick smoke run unless asked for.
+NODE_BENCHMARKS = ("pods",)
 
 
 @dataclass

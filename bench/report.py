@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import latency, scaling, throughput
+from bench import latency, pods, scaling, throughput
 from tests.rig.tools import PROJECT_ROOT, binary
 
 RESULTS_DIR = Path("docs") / "bench"  # committed beside BENCHMARKS.md (bench/results/ is ignored)
@@ -398,7 +398,7 @@ def render(results: dict[str, Any], drawn: dict[str, str], chart_dir: str) -> st
     )
     add(f"This report came from: `{meta['command']}`.\n")
 
-    sections = (("throughput", _throughput), ("latency", _latency), ("scaling", _scaling))
+    sections = (("throughput", _throughput), ("latency", _latency), ("scaling", _scaling), ("pods", _pods))
     for name, section in sections:
         if name in results:
             section(results[name], drawn, chart_dir, add)
@@ -601,6 +601,10 @@ def _scaling(sc: dict[str, Any], drawn: dict[str, str], chart_dir: str, add: Cal
         add("")
         spread = f"{sp['min']:.2f}{DASH}{sp['max']:.2f}"
         add(f"**Speed-up: {sp['median']:.2f}{TIMES}** (round by round {spread}).\n")
+
+
+def _pods(result: dict[str, Any], drawn: dict[str, str], chart_dir: str, add: Callable[[str], None]) -> None:
+    pods.report(result, add)
 
 
 def write(results: dict[str, Any], out: Path) -> Path:

@@ -45,16 +45,22 @@ def _require(*commands: str) -> None:
         raise RigError(f"missing {', '.join(missing)}: make deps installs iproute2 and iptables")
 
 
-def bridge_up() -> None:
-    """The bridge with the gateway address, up; a second call changes nothing."""
+def bridge_up() -> bool:
+    """The bridge with the gateway address, up; a second call changes nothing.
+
+    Returns whether this call made the bridge: only its maker removes it (a demo run beside a test
+    session must not pull the address from under the session's API server).
+    """
     _require("ip", "iptables")
-    if _run("ip", "link", "show", BRIDGE, check=False).returncode != 0:
+    made = _run("ip", "link", "show", BRIDGE, check=False).returncode != 0
+    if made:
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
     addresses = _run("ip", "-o", "-4", "addr", "show", "dev", BRIDGE).stdout
     if f" {GATEWAY}/{PREFIX_LEN} " not in addresses:
         _run("ip", "addr", "add", f"{GATEWAY}/{PREFIX_LEN}", "dev", BRIDGE)
     _run("ip", "link", "set", BRIDGE, "up")
     confine()
+    return made
 
 
 def confine() -> None:

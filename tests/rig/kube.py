@@ -68,6 +68,7 @@ class KubeCluster:
     root: Path
     processes: list[Process] = field(default_factory=list)
     api_port: int = 0
+    made_bridge: bool = False
 
     @property
     def server(self) -> str:
@@ -101,7 +102,7 @@ class KubeCluster:
         return process
 
     def _start(self) -> None:
-        hostnet.bridge_up()
+        self.made_bridge = hostnet.bridge_up()
         pki = Pki.create(self.root / "pki", (hostnet.GATEWAY, hostnet.FIRST_SERVICE_IP))
         etcd_port, etcd_peer = free_port(), free_port()
         etcd = self._spawn(
@@ -290,4 +291,5 @@ class KubeCluster:
         """Stop every component, newest first, so nothing writes to a store that is gone."""
         for process in reversed(self.processes):
             process.stop()
-        hostnet.bridge_down()
+        if self.made_bridge:
+            hostnet.bridge_down()

@@ -255,8 +255,31 @@ def test_grace_period_outlasts_the_drain() -> None:
 def test_probes_use_the_health_port() -> None:
     c = container(render(consumer(healthPort=9000)))
     assert c["ports"] == [{"name": "health", "containerPort": 9000, "protocol": "TCP"}]
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+
+
+def test_a_slow_start_gets_minutes_before_liveness_applies() -> None:
+    startup = container(render())["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    assert startup["periodSeconds"] <= 2  # ...but a quick start is seen within seconds
+    assert startup["timeoutSeconds"] >= 1
+
+
+def test_liveness_restarts_only_a_loop_stuck_for_many_seconds() -> None:
+    live = container(render())["livenessProbe"]
+    # The worker's own stall limit is 5 s; a stall must outlast several probes before a restart.
+    assert live["periodSeconds"] * live["failureThreshold"] >= 20
+    assert live["timeoutSeconds"] >= 1
+    ready = container(render())["readinessProbe"]
+    assert ready["periodSeconds"] * ready["failureThreshold"] <= 10  # an outage shows within seconds
+
+
+def test_the_termination_message_falls_back_to_the_logs() -> None:
+    c = container(render())
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert "terminationMessagePath" not in c  # the worker writes the default, /dev/termination-log
 
 
 def test_rollout_never_runs_more_workers_than_asked() -> None:

@@ -41,6 +41,8 @@ CONTAINER_NAME = "worker"
 RUN_AS = 10001  # the worker image's non-root user
 TLS_DIR = "/etc/nsq/tls"
 TERMINATION_MARGIN_SECONDS = 15  # beyond the drain deadline: closing, flushing logs, exiting
+STARTUP_SECONDS = 300  # how long imports and setup() may keep /healthz from answering at first
+STARTUP_PERIOD_SECONDS = 2
 
 
 @dataclass(frozen=True)
@@ -203,17 +205,20 @@ def worker_env(spec: ConsumerSpec, address: str) -> list[dict[str, Any]]:
     return env + [copy.deepcopy(dict(e)) for e in worker.env]
 
 
-def _container(spec: ConsumerSpec, address: str) -> dict[str, Any]:
-    worker = spec.worker
-    container: dict[str, Any] = {
-        "name": CONTAINER_NAME,
-        "image": worker.image,
-        "env": worker_env(spec, address),
-        "ports": [{"name": "health", "containerPort": worker.health_port, "protocol": "TCP"}],
-        "resources": copy.deepcopy(dict(worker.resources)),
-        # A worker that exits on a bad setting says why on stderr; this puts that in the pod's
-        # status, where the operator copies it into the NsqConsumer's Ready condition.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+def _probes() -> dict[str, Any]:
+    """Startup, then liveness on /healthz (the loop turns); readiness on /readyz (subscribed).
+
+    /healthz answers 200 as soon as the server listens, also during setup() and nsqd outages. The
+    startup probe gives imports and a setup() that blocks the loop STARTUP_SECONDS before liveness
+    applies; after that a loop that answers nothing for about 30 s gets the container restarted.
+    """
+    return {
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "health"},
+            "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "timeoutSeconds": 2,
+            "failureThreshold": STARTUP_SECONDS // STARTUP_PERIOD_SECONDS,
+        },
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "health"},
             "periodSeconds": 10,
@@ -226,6 +231,22 @@ def _container(spec: ConsumerSpec, address: str) -> dict[str, Any]:
             "timeoutSeconds": 2,
             "failureThreshold": 2,
         },
+    }
+
+
+def _container(spec: ConsumerSpec, address: str) -> dict[str, Any]:
+    worker = spec.worker
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": worker.image,
+        "env": worker_env(spec, address),
+        "ports": [{"name": "health", "containerPort": worker.health_port, "protocol": "TCP"}],
+        "resources": copy.deepcopy(dict(worker.resources)),
+        # The worker writes why it stopped (drained, setup() failed, ...) to /dev/termination-log;
+        # one that exits before it can (a bad setting) said why on stderr, and this falls back to
+        # that. The operator copies either into the NsqConsumer's Ready condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        **_probes(),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

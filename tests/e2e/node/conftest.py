@@ -24,7 +24,9 @@ from tests.rig.tools import PROJECT_ROOT
 USER_IMAGE = "nsq-operator/example-archiver:test"
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: between modules the node is stopped, so `make demo-kube` (run by a test in a
+# subprocess) can take the machine's one real node.
+@pytest.fixture(scope="module")
 def real_node(kube_cluster: KubeCluster, docker_engine: str) -> Iterator[RealNode]:
     node = RealNode.start(kube_cluster.kubeconfig, kube_cluster.pki.ca_cert)
     try:
@@ -33,7 +35,7 @@ def real_node(kube_cluster: KubeCluster, docker_engine: str) -> Iterator[RealNod
         node.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def node_images(real_node: RealNode, images: Images) -> Images:
     """The worker, operator and example user images, in the node's containerd."""
     docker.docker(

@@ -42,6 +42,10 @@ TIME_SLICE = 0.02
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 CLOSE_TIMEOUT = 3.0
 BODY_PREVIEW = 512
+# The watchdog greenlet notes the time every WATCHDOG_INTERVAL; a note older than LOOP_STALL_LIMIT
+# means the gevent loop stopped turning for that long (see health.py for what a probe then sees).
+WATCHDOG_INTERVAL = 1.0
+LOOP_STALL_LIMIT = 5.0
 
 
 class NsqProcessWorker:
@@ -58,7 +62,7 @@ class NsqProcessWorker:
         self.nsqd_addr = settings.nsqd_tcp_address  # gnsq_mp's name
         self.metrics = metrics.Metrics()
         self.session: Session | None = None
-        self.state = "connecting"
+        self.state = "starting"
         self.exit_code = 0
 
         self._queue: deque[Message] = deque()
@@ -70,6 +74,12 @@ class NsqProcessWorker:
         self._backoff = BackoffState(base=settings.requeue_delay, cap=settings.backoff_cap)
         self._backoff_timer: gevent.Greenlet | None = None
         self._draining = False
+        self._starting = False
+        self._drain_started_at = 0.0
+        self._loop_turned_at = time.monotonic()
+        self._connection_error = "connecting"
+        self._fatal: str | None = None
+        self._termination_path = health.termination_message_path()
         self._stop_requested = Event()
         self._stopped = Event()
         self._started_at = time.monotonic()
@@ -126,18 +136,53 @@ class NsqProcessWorker:
         return run_class(cls, argv, environ, block=block)
 
     def start(self) -> None:
-        """Start the health server, the connection and the toucher in the background."""
+        """Serve the probes, run `setup()`, then connect and touch in the background.
+
+        The probes answer first so a slow setup shows as alive but not ready ("starting").
+        Raises what `setup()` raised (after saying so in the termination message).
+        """
         NsqProcessWorker.reader = self
+        self._starting = True
+        try:
+            self._serve_health()
+            self._greenlets.append(gevent.spawn(self._watchdog))
+            self._run_setup()
+        except BaseException:
+            self._starting = False
+            self._stopped.set()
+            if self._health_server is not None:
+                self._health_server.stop(timeout=1)
+            raise
+        self._starting = False
+        self._loop_turned_at = time.monotonic()  # a setup that blocked the loop is no liveness problem
+        if self._draining:  # a signal came during setup: drain now that setup() is done
+            gevent.spawn(self._drain)
+            return
+        self.state = "connecting"
+        connection = gevent.spawn(self._connection_loop)
+        connection.link_exception(self._connection_loop_died)
+        self._greenlets += [connection, gevent.spawn(self._touch_loop)]
+
+    def _serve_health(self) -> None:
         settings = self.settings
-        self.setup()
-        if settings.health_port:
+        if not settings.health_port:
+            return
+        try:
             self._health_server = health.serve(settings.health_host, settings.health_port, self)
-            log.info(
-                "health and metrics on http://%s:%d", settings.health_host, self._health_server.server_port,
-                extra={"port": self._health_server.server_port},
-            )  # fmt: skip
-        self._greenlets.append(gevent.spawn(self._connection_loop))
-        self._greenlets.append(gevent.spawn(self._touch_loop))
+        except OSError as error:
+            self._last_words(f"health server on {settings.health_host}:{settings.health_port}: {error}")
+            raise
+        log.info(
+            "health and metrics on http://%s:%d", settings.health_host, self._health_server.server_port,
+            extra={"port": self._health_server.server_port},
+        )  # fmt: skip
+
+    def _run_setup(self) -> None:
+        try:
+            self.setup()
+        except BaseException as error:
+            self._last_words(f"setup() failed: {_describe(error)}")
+            raise
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT drain and exit 0; a second one exits at once."""
@@ -148,6 +193,9 @@ class NsqProcessWorker:
         name = signal.Signals(signum).name
         if self._draining:
             log.warning("second %s: exiting now; nsqd redelivers what is still in flight", name)
+            self._last_words(
+                f"second {name} while draining: exited at once; nsqd redelivers what was in flight"
+            )
             logging.shutdown()
             os._exit(128 + signum)
         log.info("%s: draining", name, extra={"signal": name})
@@ -161,9 +209,11 @@ class NsqProcessWorker:
         if self._draining:
             return
         self._draining = True
+        self._drain_started_at = time.monotonic()
         self.state = "draining"
         self._stop_requested.set()
-        gevent.spawn(self._drain)
+        if not self._starting:  # otherwise start() drains once setup() returns
+            gevent.spawn(self._drain)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the worker has stopped."""
@@ -186,6 +236,7 @@ class NsqProcessWorker:
     # -- the connection -------------------------------------------------------------------------
 
     def _connection_loop(self) -> None:
+        """Connect, consume, and on any failure connect again, with backoff, until the drain."""
         failures = 0
         settings = self.settings
         while not self._draining:
@@ -196,6 +247,7 @@ class NsqProcessWorker:
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 failures += 1
                 self.state = "disconnected"
+                self._connection_error = _describe(error)
                 log.warning(
                     "cannot subscribe on nsqd %s: %s; retrying in %.1fs",
                     settings.nsqd_tcp_address, _describe(error), delay,
@@ -212,18 +264,29 @@ class NsqProcessWorker:
                 session.run()
             except ConnectionLostError as error:
                 log.warning("lost the connection to nsqd %s: %s", settings.nsqd_tcp_address, error)
-            except Exception:
+                self._connection_error = f"connection lost: {error}"
+            except Exception as error:
                 log.exception("the connection to nsqd %s failed", settings.nsqd_tcp_address)
                 session.close("internal error")
+                self._connection_error = f"connection failed: {_describe(error)}"
             self._detach(session)
             if self._draining:
                 break
             self.metrics.reconnects += 1
             self._stop_requested.wait(RECONNECT_DELAYS[0])
 
+    def _connection_loop_died(self, greenlet: gevent.Greenlet) -> None:
+        """A bug ended the reconnecting loop: nothing will consume again, so give up for good."""
+        error = greenlet.exception
+        log.error("the connection loop failed: %s", _describe(error) if error else "?", exc_info=error)
+        self._fatal = f"connection loop failed: {_describe(error) if error else 'unknown error'}"
+        self.exit_code = 1
+        self.stop()
+
     def _attach(self, session: Session) -> None:
         self.session = session
         self.state = "subscribed"
+        self._connection_error = ""
         self._backoff.reset()
         self._cancel_backoff_timer()
         if self.settings.max_in_flight > session.max_rdy_count:
@@ -462,23 +525,43 @@ class NsqProcessWorker:
     # -- shutdown -------------------------------------------------------------------------------
 
     def _drain(self) -> None:
+        finished, requeued = self.metrics.finished, self.metrics.requeued
+        problems = [f"gave up: {self._fatal}"] if self._fatal else []
+        abandoned = 0
         try:
-            self._drain_session()
-        except Exception:
+            abandoned = self._drain_session()
+        except Exception as error:
             log.exception("draining failed")
             self.exit_code = 1
+            problems.append(f"draining failed: {_describe(error)}")
         try:
             self.teardown()
-        except Exception:
+        except Exception as error:
             log.exception("teardown failed")
             self.exit_code = 1
+            problems.append(f"teardown() failed: {_describe(error)}")
         if self._health_server is not None:
             self._health_server.stop(timeout=1)
         self.state = "closed"
         log.info("stopped", extra=self._counts())
+        done = self.metrics.finished - finished, self.metrics.requeued - requeued
+        self._last_words(self._exit_reason(problems, abandoned, *done))
         self._stopped.set()
 
-    def _drain_session(self) -> None:
+    def _exit_reason(self, problems: list[str], abandoned: int, finished: int, requeued: int) -> str:
+        """The termination message: why the worker stopped, then what its drain did (no bodies)."""
+        took = time.monotonic() - self._drain_started_at
+        counts = f"{finished} finished, {requeued} requeued in {took:.1f}s"
+        if abandoned:
+            problems.append(f"drain deadline passed: {abandoned} handlers abandoned")
+        return f"{'; '.join(problems)}; {counts}" if problems else f"drained: {counts}"
+
+    def _last_words(self, reason: str) -> None:
+        if health.write_termination_message(self._termination_path, reason):
+            log.debug("termination message written to %s", self._termination_path)
+
+    def _drain_session(self) -> int:
+        """RDY 0, requeue what waits, let running handlers finish; how many were cut off."""
         self._cancel_backoff_timer()
         self._update_rdy()
         session = self.session
@@ -486,7 +569,7 @@ class NsqProcessWorker:
         while self._queue:
             self._requeue_now(self._queue.popleft())
         if session is None or session.closed:
-            return
+            return 0
         log.info(
             "draining: RDY 0, %d queued messages requeued, waiting up to %.1fs for %d in flight",
             waiting, self.settings.drain_timeout, len(session.in_flight),
@@ -495,7 +578,7 @@ class NsqProcessWorker:
         while session.in_flight and not session.closed and time.monotonic() < deadline:
             gevent.sleep(0.05)
         if session.closed:
-            return
+            return 0
         left = [message for message in session.in_flight.values() if not message._responded]
         if left:
             log.warning(
@@ -505,6 +588,7 @@ class NsqProcessWorker:
             for message in left:
                 self._requeue_now(message)
         session.close_gracefully(CLOSE_TIMEOUT)
+        return len(left)
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -513,15 +597,51 @@ class NsqProcessWorker:
         last = session.last_frame_at if session is not None else self._last_frame_at
         return time.monotonic() - last
 
+    def _watchdog(self) -> None:
+        """Note the time every second: a stale note means the loop stopped turning."""
+        while not self._stopped.is_set():
+            self._loop_turned_at = time.monotonic()
+            self._stopped.wait(WATCHDOG_INTERVAL)
+
     def healthz(self) -> tuple[bool, dict[str, Any]]:
-        age = self.last_frame_age()
-        limit = 2 * self.settings.heartbeat_interval + 1.0
-        return age < limit, {"state": self.state, "last_frame_age": round(age, 3), "limit": limit}
+        """Alive: the loop turns and the worker has not given up. nsqd's state is readiness's."""
+        stall = time.monotonic() - self._loop_turned_at
+        detail: dict[str, Any] = {
+            "state": self.state,
+            "loop_stall": round(stall, 3),
+            "loop_stall_limit": LOOP_STALL_LIMIT,
+            "last_frame_age": round(self.last_frame_age(), 3),
+        }
+        if self._fatal:
+            detail["reason"] = f"gave up: {self._fatal}"
+        elif stall > LOOP_STALL_LIMIT:
+            detail["reason"] = f"the event loop stalled for {stall:.1f}s (limit {LOOP_STALL_LIMIT:.0f}s)"
+        return "reason" not in detail, detail
 
     def readyz(self) -> tuple[bool, dict[str, Any]]:
+        """Ready: subscribed, nsqd's heartbeats arriving, not starting or draining."""
+        reason = self._not_ready_reason()
+        detail: dict[str, Any] = {"state": self.state, "draining": self._draining}
+        if reason:
+            detail["reason"] = reason
+        return reason is None, detail
+
+    def _not_ready_reason(self) -> str | None:
+        if self._starting:
+            return "starting: setup() running"
+        if self._draining:
+            return "stopped" if self._stopped.is_set() else "draining"
         session = self.session
-        connected = session is not None and not session.closed
-        return connected and not self._draining, {"state": self.state, "draining": self._draining}
+        if session is None or session.closed:
+            error = self._connection_error or (session.close_reason if session else "") or "connecting"
+            return f"not connected to nsqd {self.nsqd_tcp_address}: {error}"
+        age = self.last_frame_age()
+        interval = self.settings.heartbeat_interval
+        if age > 2 * interval + 1.0:
+            return (
+                f"no frame from nsqd {self.nsqd_tcp_address} for {age:.1f}s (heartbeats every {interval:g}s)"
+            )
+        return None
 
     def gauges(self) -> metrics.Gauges:
         session = self.session
@@ -533,7 +653,7 @@ class NsqProcessWorker:
             concurrency=self.settings.concurrency,
             max_in_flight=self.settings.max_in_flight,
             rdy=session.rdy if session is not None and connected else 0,
-            connection_state=self.state,
+            connection_state="connecting" if self.state == "starting" else self.state,
             connected=connected,
             last_frame_age=self.last_frame_age(),
             backoff_level=self._backoff.level,
