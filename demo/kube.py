@@ -112,7 +112,7 @@ def run(short: bool = False) -> int:
     try:
         say("Starting a Kubernetes cluster on this machine: etcd, kube-apiserver, kube-controller-manager,\n"
             "    kube-scheduler, and one real node (a kubelet with containerd and runc, kube-proxy, a\n"
-            "    CNI bridge whose traffic iptables keeps on this machine). NSQ: a lookupd, 3 nsqd.")  # fmt: skip
+            "    CNI bridge whose traffic iptables keeps on this machine). And NSQ.")  # fmt: skip
         kube = KubeCluster.start(root / "kube")
         docker.ensure_engine(root / "docker")
         base = docker.ensure_base_image(root / "docker")
