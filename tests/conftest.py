@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.rig import docker
 from tests.rig.kube import KubeCluster
+from tests.rig.node import RealNode
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import tail
 from tests.rig.reporting import LOG_PATHS, attach_logs
+from tests.rig.tools import PROJECT_ROOT
 from tests.rig.workers import WorkerFactory
 
 
@@ -84,3 +87,45 @@ def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerFa
     factory = WorkerFactory(request, tmp_path / "workers")
     yield factory
     factory.stop_all()
+
+
+@dataclass(frozen=True)
+class Images:
+    """The project's two images, built once per session from its Dockerfile on the rig's engine."""
+
+    worker: str
+    operator: str
+
+
+USER_IMAGE = "nsq-operator/example-archiver:test"  # examples/worker-image on top of the worker image
+
+
+@pytest.fixture(scope="session")
+def images(docker_engine: str) -> Images:
+    return Images(
+        worker=docker.build_image("worker", "nsq-operator/worker:test", docker_engine, PROJECT_ROOT),
+        operator=docker.build_image("operator", "nsq-operator/operator:test", docker_engine, PROJECT_ROOT),
+    )
+
+
+# Module-scoped: between modules the node is stopped, so `make demo-kube` (run by a test in a
+# subprocess) can take the machine's one real node. No fallback to kwok: when the node cannot start,
+# every test that needs it fails with the reason (the failing component's log tail).
+@pytest.fixture(scope="module")
+def real_node(kube_cluster: KubeCluster, docker_engine: str) -> Iterator[RealNode]:
+    node = RealNode.start(kube_cluster.kubeconfig, kube_cluster.pki.ca_cert)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def node_images(real_node: RealNode, images: Images) -> Images:
+    """The worker, operator and example user images, in the real node's containerd."""
+    docker.docker(
+        "build", "--build-arg", f"WORKER_IMAGE={images.worker}", "-t", USER_IMAGE,
+        str(PROJECT_ROOT / "examples" / "worker-image"), timeout=600,
+    )  # fmt: skip
+    real_node.load_images(images.worker, images.operator, USER_IMAGE)
+    return images

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import Images
+from tests.conftest import Images
 from tests.rig.docker import docker
 from tests.rig.helm import CHART, helm
 from tests.rig.kube import KubeCluster

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.e2e.conftest import Images
+from tests.conftest import Images
 from tests.rig.docker import docker
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import free_port

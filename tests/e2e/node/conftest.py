@@ -12,38 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Images
+from tests.conftest import Images
 from tests.e2e.node.support import Operator, install_operator, uninstall_operator
-from tests.rig import docker, hostnet
+from tests.rig import hostnet
 from tests.rig.kube import KubeCluster
 from tests.rig.node import RealNode
 from tests.rig.nsq import NsqCluster
 from tests.rig.reporting import attach_logs
-from tests.rig.tools import PROJECT_ROOT
-
-USER_IMAGE = "nsq-operator/example-archiver:test"
-
-
-# Module-scoped: between modules the node is stopped, so `make demo-kube` (run by a test in a
-# subprocess) can take the machine's one real node.
-@pytest.fixture(scope="module")
-def real_node(kube_cluster: KubeCluster, docker_engine: str) -> Iterator[RealNode]:
-    node = RealNode.start(kube_cluster.kubeconfig, kube_cluster.pki.ca_cert)
-    try:
-        yield node
-    finally:
-        node.stop()
-
-
-@pytest.fixture(scope="module")
-def node_images(real_node: RealNode, images: Images) -> Images:
-    """The worker, operator and example user images, in the node's containerd."""
-    docker.docker(
-        "build", "--build-arg", f"WORKER_IMAGE={images.worker}", "-t", USER_IMAGE,
-        str(PROJECT_ROOT / "examples" / "worker-image"), timeout=600,
-    )  # fmt: skip
-    real_node.load_images(images.worker, images.operator, USER_IMAGE)
-    return images
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import Images
-from tests.e2e.node.conftest import USER_IMAGE
+from tests.conftest import USER_IMAGE, Images
 from tests.e2e.node.support import (
     Operator,
     apply,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import Images
+from tests.conftest import Images
 from tests.e2e.node.support import (
     CONSUMER_LABEL,
     Operator,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Images
+from tests.conftest import Images
 from tests.e2e.node.support import Operator, apply, channel_empty, consumer, wait_ready_pods
 from tests.rig import hostnet
 from tests.rig.certs import ec_ca, ec_leaf
