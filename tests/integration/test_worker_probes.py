@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.rig.nsq import NsqCluster
+from tests.rig.nsq import NsqCluster, Nsqd
 from tests.rig.workers import NSQ_WORKER_SCRIPT, Worker, WorkerFactory, bodies, clients, settled, wait_for
 
 ONE_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 1}], indirect=True)
@@ -47,9 +47,10 @@ class FailingSetupWorker(RecordingWorker):
 """
 
 
-def start_probe_worker(workers: WorkerFactory, cls: str, *args: Any, **settings: object) -> Worker:
+def start_probe_worker(workers: WorkerFactory, cls: str, nsqd: Nsqd, **settings: str) -> Worker:
+    """`nsq-worker probe_workers:<cls>` against `nsqd`, with extra settings or variables."""
     (workers.root / "probe_workers.py").write_text(PROBE_WORKERS)
-    return workers.start(*args, argv=[str(NSQ_WORKER_SCRIPT), f"probe_workers:{cls}"], **settings)
+    return workers.start(nsqd, argv=[str(NSQ_WORKER_SCRIPT), f"probe_workers:{cls}"], **settings)
 
 
 def termination_log(tmp_path: Path) -> Path:
@@ -110,7 +111,7 @@ def test_an_nsqd_outage_makes_the_worker_unready_but_never_dead(
 def test_probes_answer_during_a_slow_setup(nsq_cluster: NsqCluster, workers: WorkerFactory) -> None:
     nsqd = nsq_cluster.nsqds[0]
     nsqd.create_topic("work", "workers")
-    worker = start_probe_worker(workers, "SlowSetupWorker", nsqd, SETUP_SECONDS=3)
+    worker = start_probe_worker(workers, "SlowSetupWorker", nsqd, SETUP_SECONDS="3")
 
     status, ready = wait_for(lambda: probe(worker, "/readyz"), what="the health server")
     _, live = probe(worker, "/healthz")
@@ -134,7 +135,7 @@ def test_sigterm_during_setup_drains_once_setup_is_done(
     nsqd = nsq_cluster.nsqds[0]
     last_words = termination_log(tmp_path)
     worker = start_probe_worker(
-        workers, "SlowSetupWorker", nsqd, SETUP_SECONDS=2, **{TERMINATION_ENV: last_words}
+        workers, "SlowSetupWorker", nsqd, SETUP_SECONDS="2", **{TERMINATION_ENV: str(last_words)}
     )
     wait_for(lambda: probe(worker, "/readyz")[1].get("reason") == "starting: setup() running")
 
@@ -154,7 +155,7 @@ def test_a_drained_worker_leaves_its_counts_as_termination_message(
     nsqd.create_topic("work", "workers")
     nsqd.publish("work", bodies(*[{"sleep": 1, "card": "4242-secret"}] * 5))
     last_words = termination_log(tmp_path)
-    worker = workers.start(nsqd, concurrency=2, max_in_flight=5, **{TERMINATION_ENV: last_words})
+    worker = workers.start(nsqd, concurrency=2, max_in_flight=5, **{TERMINATION_ENV: str(last_words)})
     wait_for(lambda: len(worker.records("start")) == 2, what="two handlers to start")
     wait_for(lambda: worker.metric("nsq_worker_messages_received_total") == 5, what="all five to arrive")
 
@@ -171,7 +172,7 @@ def test_a_drain_cut_short_says_so(nsq_cluster: NsqCluster, workers: WorkerFacto
     nsqd.create_topic("work", "workers")
     nsqd.publish("work", bodies(*[{"sleep": 30}] * 3))
     last_words = termination_log(tmp_path)
-    worker = workers.start(nsqd, drain_timeout=0.5, **{TERMINATION_ENV: last_words})
+    worker = workers.start(nsqd, drain_timeout=0.5, **{TERMINATION_ENV: str(last_words)})
     wait_for(lambda: len(worker.records("start")) == 3)
 
     worker.signal(signal.SIGTERM)
@@ -188,7 +189,7 @@ def test_a_failing_setup_says_why_and_exits_1(
 ) -> None:
     nsqd = nsq_cluster.nsqds[0]
     last_words = termination_log(tmp_path)
-    worker = start_probe_worker(workers, "FailingSetupWorker", nsqd, **{TERMINATION_ENV: last_words})
+    worker = start_probe_worker(workers, "FailingSetupWorker", nsqd, **{TERMINATION_ENV: str(last_words)})
     assert worker.wait(timeout=15) == 1
     assert last_words.read_text() == "setup() failed: ValueError: no model file at /models/orders.bin\n"
     assert "the worker could not start" in worker.log
@@ -201,7 +202,7 @@ def test_no_termination_file_is_made_where_none_is_mounted(
 ) -> None:
     missing = tmp_path / "termination-log"  # its directory exists, the file does not
     worker = start_probe_worker(
-        workers, "FailingSetupWorker", nsq_cluster.nsqds[0], **{TERMINATION_ENV: missing}
+        workers, "FailingSetupWorker", nsq_cluster.nsqds[0], **{TERMINATION_ENV: str(missing)}
     )
     assert worker.wait(timeout=15) == 1
     assert "no model file at /models/orders.bin" in worker.log  # it failed, and said so on stderr only

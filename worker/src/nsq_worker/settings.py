@@ -256,7 +256,7 @@ OPTIONS: tuple[Option, ...] = (
         "NSQ_HEARTBEAT_INTERVAL",
         "--heartbeat-interval",
         _at_least(parse_duration, 1, 3600),
-        "Seconds between nsqd's heartbeats; /healthz fails after two are missed.",
+        "Seconds between nsqd's heartbeats; /readyz fails after two are missed.",
         "SECONDS",
     ),
     Option(
