@@ -32,15 +32,17 @@ INTRO = """\
 
 What the worker and the operator promise, proved by breaking the real parts on purpose: real nsqd and
 nsqlookupd, a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler, kwok's fake nodes) and the real `nsq-worker` and `nsq-operator` processes. Faults are
-SIGKILLs, SIGTERMs, restarts, outages and bad input.
+kube-scheduler), a real node (a kubelet with containerd and runc, tests/rig/node.py) where the pods
+of the bad-input rows run, kwok's fake nodes for the rows that need many pods, and the real
+`nsq-worker` and `nsq-operator` processes. Faults are SIGKILLs, SIGTERMs, restarts, outages and bad
+input.
 
-One part is not real: kwok's nodes run no containers, so the kubelet's refusals (an image it cannot
-pull, a Secret it cannot find, a worker that keeps exiting) are written into the pod by the test, in
-the kubelet's own words, and the row's fault column says so. The rig has no real kubelet: this
-machine has cgroup v1 and Debian's containerd 1.6, and Kubernetes 1.36's kubelet refuses cgroup v1
-by default and no longer supports containerd 1.x. What the operator does with those pod states is
-the real code, and an unschedulable worker is refused by the real kube-scheduler.
+No pod state in this table is written by a test: the bad-input rows whose fault column says "on the
+real node" show what the kubelet itself reported (ErrImageNeverPull, CreateContainerConfigError, a
+FailedMount event, CrashLoopBackOff with the worker's stderr as its termination message), and an
+unschedulable worker is refused by the real kube-scheduler. The Kubernetes path for running pods
+(the operator as a pod, restarts, drains, CPU quota, TLS and AUTH from Secrets) is tested in
+`tests/e2e/node/`.
 
 How messages are counted: every message carries a unique body; the worker records each message it
 handled to the end *before* returning (its FIN is sent after), in a file per process that survives
