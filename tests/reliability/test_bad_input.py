@@ -42,8 +42,13 @@ LONG_NAMES = (LONG_PREFIX + "-one1", LONG_PREFIX + "-two2")  # 63 characters eac
 MISSING_IMAGE = "nsq-operator/no-such-worker:does-not-exist"
 HUGE = {"requests": {"cpu": "64", "memory": "16Mi"}, "limits": {"cpu": "64", "memory": "16Mi"}}
 # The workers run for real on the real node: enough memory for Python, little CPU.
-SMALL = {"requests": {"cpu": "20m", "memory": "128Mi"}, "limits": {"cpu": "20m", "memory": "128Mi"}}
-ON_THE_NODE = {**placement(), "image": "nsq-operator/worker:test", "imagePullPolicy": "Never"}
+SMALL = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "50m", "memory": "128Mi"}}
+ON_THE_NODE = {
+    **placement(),
+    "image": "nsq-operator/worker:test",
+    "imagePullPolicy": "Never",
+    "args": ["nsq_worker.examples:NoopWorker"],
+}
 
 
 class GarbageLookupd(LocalHttpServer):
@@ -133,11 +138,12 @@ def stage(
         ns.start_operator()
         healthy = {"resources": SMALL, **ON_THE_NODE}
         ns.apply(consumer(nsq.lookupd_http_urls, name="healthy", worker=healthy))
-        ns.wait(
-            lambda: ns.condition("Ready", "healthy").get("reason") == "AllWorkersReady",
-            "healthy Ready",
-            timeout=90,
-        )
+        healthy_ready = condition_holds(ns, "healthy", "Ready", "True", "AllWorkersReady")
+        try:
+            ns.wait(healthy_ready, "healthy Ready", timeout=90)
+        except Exception as error:
+            states = [(p["metadata"]["name"], p["status"]) for p in ns.get("pods")["items"]]
+            raise AssertionError(f"{error}; the pods: {states}") from error
         uid = ns.deployments("healthy")[nsq.nsqds[0].tcp_address]["metadata"]["uid"]
         staged = Stage(ns, nsq, garbage, uid, [root / "operator", nsq.log_dir, kube_cluster.log_dir])
         for body in bad_consumers(staged).values():

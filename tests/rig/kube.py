@@ -140,6 +140,8 @@ class KubeCluster:
                 "--service-cluster-ip-range=10.96.0.0/16",
                 # The default (lease) reconciler: endpoints/kubernetes points at the gateway, so
                 # in-cluster clients reach this server through 10.96.0.1:443 and kube-proxy.
+                # The kubelet listens on loopback; its node name resolves there (never its InternalIP).
+                "--kubelet-preferred-address-types=Hostname",
                 f"--kubelet-client-certificate={pki.admin_cert}",
                 f"--kubelet-client-key={pki.admin_key}",
                 f"--cert-dir={self.root / 'apiserver-certs'}",

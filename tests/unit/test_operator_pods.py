@@ -86,6 +86,15 @@ def test_the_newest_warning_fills_in_when_the_status_is_silent() -> None:
     assert pods.problem(pod(waiting=waiting), [mount]) == "ErrImagePull: not found"  # the status wins
 
 
+def test_a_harmless_warning_never_hides_the_reason_or_becomes_one() -> None:
+    # Seen on the real node: a cluster without DNS warns on every pod, newest of all.
+    dns = event("MissingClusterDNS", "kubelet does not have ClusterDNS IP configured", "2025-01-01T12:00:20Z")
+    mount = event("FailedMount", 'secret "tls" not found', "2025-01-01T12:00:09Z")
+    creating = pod(waiting={"reason": "ContainerCreating"})
+    assert pods.problem(creating, [dns, mount]) == f"FailedMount: {mount['message']}"
+    assert pods.problem(creating, [dns]) is None
+
+
 def test_long_messages_are_capped_to_one_line() -> None:
     waiting = {"reason": "CreateContainerError", "message": "x\n" * 1000}
     said = pods.problem(pod(waiting=waiting))

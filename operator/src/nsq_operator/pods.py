@@ -18,6 +18,9 @@ from nsq_operator.resource import ANNOTATION_NSQD_ADDRESS
 # Waiting reasons that are a pod on its way up, not a problem.
 STARTING = frozenset({"ContainerCreating", "PodInitializing"})
 MAX_PROBLEM = 300  # characters: the kubelet's messages can carry whole log tails
+# Warning events that never keep a worker from running: a cluster without DNS (the worker reaches
+# nsqd by address) makes the kubelet warn on every pod, and would hide the real reason.
+HARMLESS_WARNINGS = frozenset({"MissingClusterDNS", "DNSConfigForming"})
 
 
 def problem(pod: Mapping[str, Any], warnings: Iterable[Mapping[str, Any]] = ()) -> str | None:
@@ -37,7 +40,8 @@ def problem(pod: Mapping[str, Any], warnings: Iterable[Mapping[str, Any]] = ()) 
         found = _container_problem(container)
         if found is not None:
             return _cap(found)
-    latest = max(warnings, key=_event_time, default=None)
+    telling = [w for w in warnings if w.get("reason") not in HARMLESS_WARNINGS]
+    latest = max(telling, key=_event_time, default=None)
     if latest is not None and latest.get("reason"):
         return _cap(_join(str(latest["reason"]), latest.get("message")))
     return None
