@@ -3,9 +3,8 @@
 The whole Kubernetes path, on the rig's real kubelet: the operator (a pod installed by helm) sees
 the NsqConsumer, polls lookupd, creates the Deployment; the controller manager makes the ReplicaSet
 and the pod; the scheduler binds it; the kubelet starts the sandbox and the worker container; the
-worker subscribes and finishes the one message that was waiting on nsqd. Each run is split into its
-stages from the objects' own timestamps (one-second resolution, so the stages are indicative; the
-totals are measured here to the tenth of a second).
+worker subscribes and finishes the one message that was waiting on nsqd. The objects' own timestamps of
+each stage are kept in results.json (one-second resolution); the totals are measured here.
 
 The restart: the worker process is SIGKILLed on the host; the kubelet notices, restarts the
 container in the same pod (no back-off for a first restart), the worker resubscribes, and the
@@ -167,15 +166,8 @@ def report(pods_result: dict[str, Any], add: Callable[[str], None]) -> None:
     add(f"| `kubectl apply` to the first message handled in a pod | {spread(pods_result['first_message'])} |")
     add(f"| worker SIGKILLed to Ready again (same pod) | {spread(pods_result['restart_ready'])} |")
     add("")
-    add("Where the first-message time goes (seconds after the apply, from the objects' timestamps):\n")
-    add("| stage | median (min, max) |\n| --- | --- |")
-    labels = {
-        "deployment": "operator created the Deployment",
-        "pod": "ReplicaSet created the pod",
-        "scheduled": "scheduler bound the pod",
-        "started": "kubelet started the worker container",
-        "ready": "readiness probe passed",
-    }
-    for key, label in labels.items():
-        add(f"| {label} | {spread(pods_result['stages'].get(key, {}))} |")
-    add("")
+    add(
+        "The objects' own timestamps (kept in results.json under `stages`) have one-second resolution, "
+        "too coarse to split a two-second path into its stages, so they are not tabled here. The "
+        "first-message figure includes up to one poll interval of the operator.\n"
+    )
