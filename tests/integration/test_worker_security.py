@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig.certs import ec_ca, ec_leaf
+from tests.rig.certs import ec_ca, ec_leaf, nsqd_tls_args
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import free_port
 from tests.rig.workers import WorkerFactory, bodies, clients, settled, wait_for
@@ -36,13 +36,7 @@ def pki(tmp_path: Path) -> Path:
 def test_tls_with_verification_and_a_client_certificate(
     nsq_cluster: NsqCluster, workers: WorkerFactory, pki: Path
 ) -> None:
-    nsqd = nsq_cluster.add_nsqd(
-        extra_args=[
-            f"--tls-cert={pki / 'server.pem'}", f"--tls-key={pki / 'server.key'}",
-            f"--tls-root-ca-file={pki / 'ca.pem'}", "--tls-client-auth-policy=require-verify",
-            "--tls-required=tcp-https",
-        ]
-    )  # fmt: skip
+    nsqd = nsq_cluster.add_nsqd(extra_args=nsqd_tls_args(pki))
     nsqd.create_topic("work", "workers")
     nsqd.publish("work", bodies(*[f"secret-{i}" for i in range(20)]))
     cert, key = pki / "client.pem", pki / "client.key"

@@ -146,3 +146,12 @@ def ec_leaf(directory: Path, ca: str, name: str, extensions: str) -> None:
         "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
         "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=directory,
     )  # fmt: skip
+
+
+def nsqd_tls_args(directory: Path) -> list[str]:
+    """nsqd flags for TLS with `directory`'s server.pem/key, requiring a client certificate from ca.pem."""
+    return [
+        f"--tls-cert={directory / 'server.pem'}", f"--tls-key={directory / 'server.key'}",
+        f"--tls-root-ca-file={directory / 'ca.pem'}", "--tls-client-auth-policy=require-verify",
+        "--tls-required=tcp-https",
+    ]  # fmt: skip

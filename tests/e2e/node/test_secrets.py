@@ -17,21 +17,14 @@ import pytest
 from tests.conftest import Images
 from tests.e2e.node.support import Operator, apply, channel_empty, consumer, wait_ready_pods
 from tests.rig import hostnet
-from tests.rig.certs import ec_ca, ec_leaf
+from tests.rig.certs import ec_ca, ec_leaf, nsqd_tls_args
 from tests.rig.http import LocalHttpServer
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster, Nsqd
+from tests.rig.workers import clients
 
 NO_NSQD = pytest.mark.parametrize("pod_nsq", [{"nsqd": 0}], indirect=True)
 AUTH_SECRET = "pods-may-enter"
-
-
-def clients(nsqd: Nsqd, topic: str, channel: str) -> list[dict[str, Any]]:
-    for entry in nsqd.stats(topic).get("topics") or []:  # type: ignore[attr-defined]
-        for chan in entry["channels"]:
-            if chan["channel_name"] == channel:
-                return list(chan["clients"])
-    return []
 
 
 def publish_and_drain(kube: KubeCluster, nsqd: Nsqd, topic: str, count: int) -> None:
@@ -55,13 +48,7 @@ def test_a_worker_pod_talks_tls_to_nsqd_with_certificates_from_a_secret(
     kube_cluster: KubeCluster, operator_pod: Operator, worker_ns: str, pod_nsq: NsqCluster,
     node_images: Images, tls_files: Path,
 ) -> None:  # fmt: skip
-    nsqd = pod_nsq.add_nsqd(
-        extra_args=[
-            f"--tls-cert={tls_files / 'server.pem'}", f"--tls-key={tls_files / 'server.key'}",
-            f"--tls-root-ca-file={tls_files / 'ca.pem'}", "--tls-client-auth-policy=require-verify",
-            "--tls-required=tcp-https",
-        ]
-    )  # fmt: skip
+    nsqd = pod_nsq.add_nsqd(extra_args=nsqd_tls_args(tls_files))
     nsqd.create_topic("tls", "pods")
     kube_cluster.kubectl(
         "create", "secret", "generic", "nsqd-client-tls", "-n", worker_ns,
