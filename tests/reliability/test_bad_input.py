@@ -292,9 +292,13 @@ def reported(stage: Stage, name: str, problem: str) -> str:
     message = ready["message"]
     entry = ns.status(name)["nsqds"][0]
     assert entry["problem"] == f"pod {pod}: {problem}"
-    ns.wait(lambda: warning_events(ns, name, "WorkerFailing"), "a WorkerFailing warning")
-    event = warning_events(ns, name, "WorkerFailing")[0]["message"]
-    assert problem in event
+
+    # A real pod may say something else first (a probe failing while it starts): wait for this one.
+    def telling() -> list[str]:
+        return [e["message"] for e in warning_events(ns, name, "WorkerFailing") if problem in e["message"]]
+
+    ns.wait(telling, f"a WorkerFailing warning saying {problem}")
+    event = telling()[0]
     return (
         f"Ready=False WorkersFailing: '{message}'; status.nsqds[0].problem says the same; "
         f"Warning WorkerFailing: '{event}'"

@@ -93,6 +93,12 @@ def test_a_harmless_warning_never_hides_the_reason_or_becomes_one() -> None:
     creating = pod(waiting={"reason": "ContainerCreating"})
     assert pods.problem(creating, [dns, mount]) == f"FailedMount: {mount['message']}"
     assert pods.problem(creating, [dns]) is None
+    starting = event("Unhealthy", "Startup probe failed: connection refused", "2025-01-01T12:00:30Z")
+    assert pods.problem(pod(), [starting]) is None  # importing: on its way up
+    readiness = event(
+        "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503", "2025-01-01T12:00:31Z"
+    )
+    assert pods.problem(pod(), [starting, readiness]) == f"Unhealthy: {readiness['message']}"
 
 
 def test_long_messages_are_capped_to_one_line() -> None:

@@ -40,7 +40,7 @@ def problem(pod: Mapping[str, Any], warnings: Iterable[Mapping[str, Any]] = ()) 
         found = _container_problem(container)
         if found is not None:
             return _cap(found)
-    telling = [w for w in warnings if w.get("reason") not in HARMLESS_WARNINGS]
+    telling = [w for w in warnings if not _harmless(w)]
     latest = max(telling, key=_event_time, default=None)
     if latest is not None and latest.get("reason"):
         return _cap(_join(str(latest["reason"]), latest.get("message")))
@@ -114,6 +114,22 @@ def _container_problem(container: Mapping[str, Any]) -> str | None:
         exited = f"last exit code {last.get('exitCode')}"
         said = _join(f"{said}; {exited}", _last_line(last.get("message")))
     return said
+
+
+def _harmless(warning: Mapping[str, Any]) -> bool:
+    """A warning that says nothing about why a worker is not running.
+
+    A startup probe that fails while the worker imports is a pod on its way up; one that keeps failing
+    gets the container killed, and the restart is then in the pod's own status.
+    """
+    if warning.get("reason") in HARMLESS_WARNINGS:
+        return True
+    message = warning.get("message")
+    return (
+        warning.get("reason") == "Unhealthy"
+        and isinstance(message, str)
+        and message.startswith("Startup probe")
+    )
 
 
 def _join(reason: str, message: object) -> str:
