@@ -101,6 +101,21 @@ def test_a_harmless_warning_never_hides_the_reason_or_becomes_one() -> None:
     assert pods.problem(pod(), [starting, readiness]) == f"Unhealthy: {readiness['message']}"
 
 
+def test_a_crash_loop_stays_one_between_restarts() -> None:
+    last = {"terminated": {"exitCode": 2, "message": "nsq-worker: error: bad\n"}}
+    running_again = {"name": "worker", "ready": False, "restartCount": 3, "state": {"running": {}},
+                     "lastState": last}  # fmt: skip
+    crashing = {
+        **running_again,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+    }
+    expected = "CrashLoopBackOff; last exit code 2: nsq-worker: error: bad"
+    assert pods.problem({"status": {"containerStatuses": [crashing]}}) == expected
+    assert pods.problem({"status": {"containerStatuses": [running_again]}}) == expected
+    once = {**running_again, "restartCount": 1}  # one restart (an OOM kill, say) is not a loop
+    assert pods.problem({"status": {"containerStatuses": [once]}}) is None
+
+
 def test_long_messages_are_capped_to_one_line() -> None:
     waiting = {"reason": "CreateContainerError", "message": "x\n" * 1000}
     said = pods.problem(pod(waiting=waiting))

@@ -20,7 +20,9 @@ STARTING = frozenset({"ContainerCreating", "PodInitializing"})
 MAX_PROBLEM = 300  # characters: the kubelet's messages can carry whole log tails
 # Warning events that never keep a worker from running: a cluster without DNS (the worker reaches
 # nsqd by address) makes the kubelet warn on every pod, and would hide the real reason.
-HARMLESS_WARNINGS = frozenset({"MissingClusterDNS", "DNSConfigForming"})
+# BackOff repeats what the container's status says (CrashLoopBackOff, ImagePullBackOff) with less.
+HARMLESS_WARNINGS = frozenset({"MissingClusterDNS", "DNSConfigForming", "BackOff"})
+CRASH_LOOP_RESTARTS = 2  # a container that failed this often and is not ready is crash-looping
 
 
 def problem(pod: Mapping[str, Any], warnings: Iterable[Mapping[str, Any]] = ()) -> str | None:
@@ -104,6 +106,16 @@ def _event_time(event: Mapping[str, Any]) -> str:
 def _container_problem(container: Mapping[str, Any]) -> str | None:
     waiting = (container.get("state") or {}).get("waiting") or {}
     reason = waiting.get("reason")
+    failed = ((container.get("lastState") or {}).get("terminated") or {}).get("exitCode") not in (None, 0)
+    if (
+        not reason
+        and failed
+        and not container.get("ready")
+        and container.get("restartCount", 0) >= CRASH_LOOP_RESTARTS
+    ):
+        # Between two back-offs the kubelet runs it again for a moment (no waiting reason): still
+        # the same crash loop, and saying so keeps the status from flapping on every restart.
+        reason = "CrashLoopBackOff"
     if not reason or reason in STARTING:
         return None
     # CrashLoopBackOff's message is the growing back-off delay: noise that would rewrite the status

@@ -143,6 +143,9 @@ def test_a_removed_worker_drains_its_in_flight_messages_and_exits_0(
     finally:
         watch.stop()
     assert terminated["exitCode"] == 0, terminated  # the kubelet saw the worker exit cleanly
+    # and kept why, in the worker's own words (its termination message): no message body in it
+    assert terminated.get("message", "").startswith("drained: "), terminated
+    assert "sleep" not in terminated["message"], terminated
     stats = nsqd.channel_stats("drain", "pods")
     assert stats["in_flight_count"] == 0, stats
     assert stats["requeue_count"] == 0, stats  # none was handed back for a redelivery
