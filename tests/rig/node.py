@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import requests
+
 from tests.rig import docker, hostnet
 from tests.rig.procs import Process, RigError, free_port, tail
 from tests.rig.tools import binary
@@ -248,9 +250,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "fileCheckFrequency": "60s",
             "shutdownGracePeriod": "0s",
         }
-        path = NODE_ROOT / "kubelet-config.json"
-        path.write_text(json.dumps(config, indent=2))
-        return path
+        return _write_json(NODE_ROOT / "kubelet-config.json", config)
 
     def _write_proxy_config(self) -> Path:
         self._proxy_healthz = free_port()
@@ -276,9 +276,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 "udpStreamTimeout": "0s",
             },
         }
-        path = NODE_ROOT / "kube-proxy-config.json"
-        path.write_text(json.dumps(config, indent=2))
-        return path
+        return _write_json(NODE_ROOT / "kube-proxy-config.json", config)
 
     def _load_sandbox_image(self) -> None:
         if not self._has_image(SANDBOX_IMAGE):
@@ -341,8 +339,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         )
 
     def _proxy_synced(self) -> bool:
-        import requests
-
         response = requests.get(f"http://127.0.0.1:{self._proxy_healthz}/healthz", timeout=2)
         rules = subprocess.run(
             ["iptables", "-t", "nat", "-S", "KUBE-SERVICES"], capture_output=True, text=True, check=False
@@ -377,6 +373,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 
 # ---- host state: record, clean, restore ----
+
+
+def _write_json(path: Path, config: dict[str, Any]) -> Path:
+    """A component's configuration file (JSON is valid YAML for the kubelet and kube-proxy)."""
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 def _require_packages() -> None:
