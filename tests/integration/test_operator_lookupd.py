@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
+import time
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 
-from nsq_operator.lookupd import LookupCache, LookupFailure, Producers, lookup, query
+from nsq_operator.lookupd import LookupdAnswer, LookupFailure, Producers, ask, lookup, query
 from tests.rig.http import LocalHttpServer
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import free_port
@@ -96,19 +100,50 @@ def test_garbage_next_to_a_real_lookupd_still_gives_its_producers(
     assert [f.lookupd for f in result.failures] == [garbage_server]
 
 
-def test_the_cache_shares_one_request_between_consumers(nsq_cluster: NsqCluster) -> None:
+def test_the_operator_asks_a_real_lookupd_asynchronously(nsq_cluster: NsqCluster) -> None:
     nsq_cluster.nsqds[0].create_topic("orders")
     nsq_cluster.wait_for_producers("orders", [nsq_cluster.nsqds[0].tcp_address])
-    asked: list[str] = []
 
-    def counting(lookupd: str, topic: str) -> Producers | LookupFailure:
-        asked.append(topic)
-        return query(lookupd, topic)
+    async def both() -> list[LookupdAnswer]:
+        async with aiohttp.ClientSession() as session:
+            url = nsq_cluster.lookupd_http_urls[0]
+            return [await ask(session, url, "orders", 5.0), await ask(session, url, "no-such-topic", 5.0)]
 
-    cache = LookupCache(ttl=30.0, fetch=counting)
-    results = [lookup(nsq_cluster.lookupd_http_urls, "orders", cache) for _ in range(3)]
-    assert asked == ["orders"]
-    assert all(r.producers == frozenset({nsq_cluster.nsqds[0].tcp_address}) for r in results)
+    found, missing = asyncio.run(both())
+    assert found == Producers(nsq_cluster.lookupd_http_urls[0], frozenset({nsq_cluster.nsqds[0].tcp_address}))
+    assert missing == Producers(nsq_cluster.lookupd_http_urls[0], frozenset())
+
+
+def test_one_deadline_covers_a_lookupd_that_trickles_its_answer() -> None:
+    """Headers at once, then a byte every half second: a per-read timeout would wait forever."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.is_set():
+                connection.sendall(b" ")
+                stop.wait(0.5)
+
+    threading.Thread(target=trickle, daemon=True).start()
+
+    async def one() -> tuple[LookupdAnswer, float]:
+        async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
+            url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+            return await ask(session, url, "orders", 1.5), time.monotonic() - started
+
+    try:
+        answer, took = asyncio.run(one())
+    finally:
+        stop.set()
+        listener.close()
+    assert isinstance(answer, LookupFailure)
+    assert answer.reason == "no complete answer within 1.5 s"
+    assert took < 5.0, f"the deadline was not kept: {took:.1f} s"
 
 
 def test_the_lookupds_of_one_poll_are_asked_at_once() -> None:

@@ -10,10 +10,10 @@ import pytest
 from nsq_operator.cli import build_parser
 
 
-def test_run_defaults_to_every_namespace_standalone() -> None:
+def test_run_defaults_to_every_namespace_without_election() -> None:
     args = build_parser().parse_args(["run"])
     assert args.namespace == []
-    assert args.peering is None
+    assert args.leader_election_namespace is None  # no election unless asked (the chart asks)
     assert args.liveness == "http://0.0.0.0:8080/healthz"
 
 

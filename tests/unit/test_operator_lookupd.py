@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 
-from nsq_operator.lookupd import Lookup, LookupCache, LookupdAnswer, LookupFailure, Producers, parse_lookup
+from nsq_operator.lookupd import Lookup, LookupFailure, Producers, parse_lookup
 
 URL = "http://lookupd:4161"
 
@@ -103,63 +101,3 @@ def test_no_answers_means_unknown_producers_not_none_of_them() -> None:
     assert Lookup((Producers("a", frozenset()),)).producers == frozenset()
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_cache_shares_an_answer_within_its_ttl() -> None:
-    calls: list[tuple[str, str]] = []
-    clock = FakeClock()
-
-    def fetch(lookupd: str, topic: str) -> LookupdAnswer:
-        calls.append((lookupd, topic))
-        return Producers(lookupd, frozenset({f"{topic}:1"}))
-
-    cache = LookupCache(ttl=2.0, fetch=fetch, clock=clock)
-    assert cache.get("a", "t") == cache.get("a", "t")
-    cache.get("a", "other")
-    cache.get("b", "t")
-    assert calls == [("a", "t"), ("a", "other"), ("b", "t")]
-    clock.now += 2.0
-    cache.get("a", "t")
-    assert calls[-1] == ("a", "t")
-    assert len(calls) == 4
-    cache.get("a", "t", max_age=0)  # a consumer polling faster than the TTL never gets a stale answer
-    assert len(calls) == 5
-
-
-def test_cache_keeps_failures_too_so_a_dead_lookupd_is_asked_once_per_poll() -> None:
-    calls = []
-
-    def fetch(lookupd: str, topic: str) -> LookupdAnswer:
-        calls.append(lookupd)
-        return LookupFailure(lookupd, "down")
-
-    cache = LookupCache(ttl=5.0, fetch=fetch, clock=FakeClock())
-    for _ in range(3):
-        assert isinstance(cache.get("a", "t"), LookupFailure)
-    assert calls == ["a"]
-
-
-def test_concurrent_misses_fetch_once() -> None:
-    calls = []
-    gate = threading.Event()
-
-    def fetch(lookupd: str, topic: str) -> LookupdAnswer:
-        calls.append(lookupd)
-        gate.wait(5)
-        return Producers(lookupd, frozenset())
-
-    cache = LookupCache(ttl=10.0, fetch=fetch)
-    threads = [threading.Thread(target=cache.get, args=("a", "t")) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.1)
-    gate.set()
-    for thread in threads:
-        thread.join(5)
-    assert calls == ["a"]

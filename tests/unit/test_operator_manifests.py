@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsq_operator import manifests, naming
+from nsq_operator import live, manifests, naming
 from nsq_operator.resource import ANNOTATION_NSQD_ADDRESS, ANNOTATION_SPEC_HASH
 from nsq_operator.spec import RESERVED_ENV, ConsumerSpec, SpecError, parse
 
@@ -160,13 +160,15 @@ def test_paused_renders_zero_replicas() -> None:
     assert render(consumer(replicasPerNsqd=2))["spec"]["replicas"] == 2
 
 
-def test_read_worker_round_trips() -> None:
+def test_the_live_view_round_trips() -> None:
     body = render()
-    worker = manifests.read_worker(body)
+    worker = live.view(body)
     assert worker.name == body["metadata"]["name"]
     assert worker.address == ADDRESS
     assert worker.fingerprint == manifests.fingerprint(OWNER, consumer(), ADDRESS)
     assert worker.replicas == 1
+    assert worker.controller_uid == OWNER.uid
+    assert worker.key == (OWNER.namespace, OWNER.name)
     assert manifests.ready_replicas({**body, "status": {"readyReplicas": 1}}) == 1
     assert manifests.ready_replicas(body) == 0
 

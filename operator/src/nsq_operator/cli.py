@@ -8,11 +8,13 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from nsq_operator.local.command import add_parser as add_local_parser
 from nsq_operator.local.command import run_local
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+DEFAULT_LEASE_NAME = "nsq-operator"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,17 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         metavar="URL",
         default=DEFAULT_LIVENESS,
-        help=f"serve the liveness probe here (default {DEFAULT_LIVENESS}; 'none' disables it)",
+        help=f"serve /healthz, /readyz and /metrics at this URL's host and port (default "
+        f"{DEFAULT_LIVENESS}; 'none' serves nothing)",
     )
     run.add_argument(
-        "--peering",
-        metavar="NAME",
-        default=None,
-        help="coordinate with other operators through this KopfPeering object (needs kopf's "
-        "peering CRDs); by default the operator runs standalone, which is safe because "
-        "every write it makes is idempotent",
+        "--leader-election-namespace",
+        metavar="NS",
+        default=os.environ.get("NSQ_OPERATOR_LEADER_ELECTION_NAMESPACE") or None,
+        help="elect one leader among the operators that share this namespace's Lease; only the "
+        "leader reconciles, the others stand by (default: no election, this operator reconciles)",
     )
-    run.add_argument("--priority", type=int, default=0, help="peering priority (with --peering)")
+    run.add_argument(
+        "--leader-election-name",
+        metavar="NAME",
+        default=DEFAULT_LEASE_NAME,
+        help=f"the Lease's name (default {DEFAULT_LEASE_NAME})",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything, including kopf's internals")
 
@@ -68,33 +75,48 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import kopf
 
-    import nsq_operator.handlers  # noqa: F401  (registers the handlers with kopf's default registry)
+    from nsq_operator.handlers import Options  # registers the handlers with kopf's default registry
 
     kopf.configure(verbose=args.verbose, debug=args.debug)
     if not (args.verbose or args.debug):
         # The chart's logLevel arrives as NSQ_OPERATOR_LOG_LEVEL (debug, info, warning, error).
         level = os.environ.get("NSQ_OPERATOR_LOG_LEVEL", "info").upper()
         logging.getLogger().setLevel(getattr(logging, level, logging.INFO))
-    liveness = None if args.liveness in ("", "none") else args.liveness
+    host, port = _health_address(args.liveness)
+    options = Options(
+        health_host=host,
+        health_port=port,
+        lease_namespace=args.leader_election_namespace,
+        lease_name=args.leader_election_name,
+        identity=_identity(),
+    )
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        priority=args.priority,
-        liveness_endpoint=liveness,
+        standalone=True,  # kopf's peering is not leader election; the Lease is (leader.py)
+        memo=kopf.Memo(options=options),
         identity=_identity(),  # type: ignore[arg-type]  # kopf.Identity is a NewType of str, not exported
     )
     return 0
 
 
+def _health_address(url: str) -> tuple[str | None, int]:
+    """The host and port of `--liveness` (the path is ignored: every endpoint is served there)."""
+    if url in ("", "none"):
+        return None, 0
+    parsed = urlsplit(url)
+    if not parsed.hostname or not parsed.port:
+        raise SystemExit(f"nsq-operator: --liveness {url!r} needs a host and a port, like {DEFAULT_LIVENESS}")
+    return parsed.hostname, parsed.port
+
+
 def _identity() -> str:
-    """Who this operator is among peers: the pod's hostname and pid.
+    """Who this operator is in the Lease and in events: the pod's name (or hostname) and pid.
 
     kopf's default asks the password database for the user's name, which an arbitrary non-root UID
     (the norm under restricted pod security) does not have.
     """
-    return f"nsq-operator@{socket.gethostname()}/{os.getpid()}"
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}/{os.getpid()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

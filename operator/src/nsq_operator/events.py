@@ -6,14 +6,23 @@ down and once when it comes back, not on every poll (the conditions carry the cu
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from nsq_operator.lookupd import Lookup
 from nsq_operator.plan import Action, Create, Delete, Scale, Update
+from nsq_operator.resource import API_VERSION, KIND, MANAGER
+
+if TYPE_CHECKING:
+    from nsq_operator.manifests import Owner
 
 NORMAL = "Normal"
 WARNING = "Warning"
+MAX_MESSAGE = 1024  # the API server refuses longer event messages
 
 
 @dataclass(frozen=True)
@@ -31,9 +40,12 @@ def for_action(action: Action, error: str | None) -> Event:
         return Event(WARNING, f"{verb}Failed", f"Could not {verb.lower()} {target}: {error}")
     match action:
         case Create():
-            return Event(NORMAL, "DeploymentCreated", f"Created {target} with {action.replicas} replica(s)")
+            count = (
+                "its autoscaler's replicas" if action.replicas is None else f"{action.replicas} replica(s)"
+            )
+            return Event(NORMAL, "DeploymentCreated", f"Created {target} with {count}")
         case Update():
-            return Event(NORMAL, "DeploymentUpdated", f"Updated {target}: its spec changed")
+            return Event(NORMAL, "DeploymentUpdated", f"Updated {target}: {action.reason}")
         case Scale():
             return Event(NORMAL, "DeploymentScaled", f"Scaled {target} to {action.replicas} replica(s)")
         case Delete():
@@ -78,3 +90,33 @@ def for_held_deletions(previously_held: Collection[str], held: Collection[str]) 
             f"Not deleting {', '.join(new)}: no nsqlookupd answers, so their nsqd may still be alive",
         )
     ]
+
+
+def body(owner: Owner, event: Event, now: datetime) -> dict[str, Any]:
+    """The core/v1 Event about the NsqConsumer `owner` that `kubectl describe nsqc` shows."""
+    when = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{owner.name}.", "namespace": owner.namespace},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "uid": owner.uid,
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": event.message[:MAX_MESSAGE],
+        "source": {"component": MANAGER},
+        "reportingComponent": MANAGER,
+        "reportingInstance": INSTANCE,
+        "firstTimestamp": when,
+        "lastTimestamp": when,
+        "count": 1,
+    }
+
+
+# Which operator said it, for `kubectl get events -o wide`; the pod's name in a pod.
+INSTANCE = os.environ.get("POD_NAME") or socket.gethostname()

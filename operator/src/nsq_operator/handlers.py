@@ -1,32 +1,30 @@
-"""kopf wiring only: settings, one poll loop per NsqConsumer, and a nudge when its spec changes.
+"""kopf wiring only: watches that feed the scheduler, and the start and end of the operator.
 
-Why a daemon and not `@kopf.timer`: a kopf timer has one interval for every object, fixed when it
-is declared, while each NsqConsumer sets its own `lookupd.pollIntervalSeconds`. A daemon is kopf's
-per-object timer with a loop we control: it polls, sleeps for the consumer's interval, and wakes
-early when the spec changes (the on-event nudge below), so a `kubectl apply` acts at once.
+No kopf daemon, timer or on.create/update/delete handler: kopf puts a finalizer on every object
+that has one, and then an NsqConsumer cannot be deleted while no operator runs. Watching handlers
+(`on.event`) and indexes carry none, and kopf removes the finalizer that older versions left.
 
-Why `@kopf.on.event` for create/update and not `@kopf.on.create`/`@kopf.on.update`: those store a
-diff base and progress in annotations on every change and retry on failure; the nudge cannot fail
-and needs no memory, and the daemon starts (and polls) as soon as kopf sees a new object anyway.
-All the work is level-based in `reconcile.poll`, run in a thread because it blocks.
+The worker Deployments are a kopf index: kopf fills every index from its first listing before any
+`on.event` handler runs, so no consumer is reconciled before live state holds all its Deployments
+(else a restart would re-create what exists). Handlers are async: the scheduler is not thread-safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from nsq_operator import reconcile
+from nsq_operator import health, live
 from nsq_operator.kube import Kube, load_client
-from nsq_operator.lookupd import LookupCache
-from nsq_operator.resource import GROUP, PLURAL, VERSION
-from nsq_operator.spec import DEFAULT_POLL_INTERVAL_SECONDS
+from nsq_operator.leader import LeaderElection
+from nsq_operator.metrics import watch_consumers
+from nsq_operator.resource import GROUP, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION
+from nsq_operator.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -36,87 +34,88 @@ log = logging.getLogger(__name__)
 WATCH_SERVER_TIMEOUT = 120
 WATCH_CLIENT_TIMEOUT = 150
 WATCH_CONNECT_TIMEOUT = 10
-LOOKUP_CACHE_TTL = 1.0  # shares one poll's lookups between consumers of a topic; never older than a poll
-POLL_THREADS = 8  # polls run at once; each is mostly waiting on HTTP
+RECONCILE_THREADS = 16  # reconciles at once; each mostly waits on the API server
+
+
+@dataclass(frozen=True)
+class Options:
+    """What `nsq-operator run` was told, handed to the startup handler through kopf's memo."""
+
+    health_host: str | None = None  # None: no health server
+    health_port: int = 8080
+    lease_namespace: str | None = None  # None: no leader election, this operator leads
+    lease_name: str = MANAGER
+    identity: str = MANAGER
+
+
+WORKERS = {"labels": {LABEL_MANAGED_BY: MANAGER}}
+
+
+@kopf.index("apps", "v1", "deployments", **WORKERS)  # type: ignore[arg-type]
+async def workers(body: kopf.Body, **_: Any) -> dict[live.ConsumerKey, live.WorkerView]:
+    """Live state: each worker Deployment's compact view, by its consumer."""
+    view = live.view(body)
+    return {view.key: view}
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Operator-wide settings and the shared clients every consumer's loop uses."""
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Settings, then the scheduler, the health server and the leader election."""
+    workers: kopf.Index[live.ConsumerKey, live.WorkerView] = kwargs["workers"]  # the index, by name
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT
-    # Our own marks, in annotations: the CRD's structural schema would prune kopf's status.kopf.
+    # The finalizer operators before v2 put on every NsqConsumer: kopf removes it, as nothing needs it.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    if "kube" not in memo:  # tests and embedders may hand in their own
-        memo["kube"] = Kube(load_client())
-    if "cache" not in memo:
-        memo["cache"] = LookupCache(ttl=LOOKUP_CACHE_TTL)
-    if "executor" not in memo:
-        memo["executor"] = ThreadPoolExecutor(max_workers=POLL_THREADS, thread_name_prefix="nsq-poll")
+    settings.posting.level = logging.WARNING  # our events are our own (events.py); kopf's are noise
+    options: Options = memo.get("options") or Options()
+    api_client = load_client(pool_size=RECONCILE_THREADS)
+    executor = ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="nsq-reconcile")
+    scheduler = Scheduler(Kube(api_client), lambda key: list(workers.get(key, ())), executor)
+    memo["scheduler"], memo["executor"] = scheduler, executor
+    watch_consumers(scheduler.figures)
+    tasks = [asyncio.create_task(scheduler.run(), name="scheduler")]
+    if options.health_host is not None:
+        memo["health"] = await health.serve(options.health_host, options.health_port, scheduler.problem)
+    if options.lease_namespace is None:
+        log.info("leader election is off: this operator reconciles on its own")
+        scheduler.set_leader(True)
+    else:
+        election = LeaderElection(api_client, options.lease_namespace, options.lease_name, options.identity)
+        memo["election"] = election
+        tasks.append(asyncio.create_task(election.run(scheduler.set_leader), name="leader election"))
+    memo["tasks"] = tasks
 
 
 @kopf.on.cleanup()
-def shutdown(memo: kopf.Memo, **_: Any) -> None:
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """Stop reconciling first, then give the Lease up, so a standby takes over at once."""
+    scheduler: Scheduler | None = memo.get("scheduler")
+    if scheduler is not None:
+        scheduler.set_leader(False)
+    for task in memo.get("tasks") or []:
+        task.cancel()
+    election: LeaderElection | None = memo.get("election")
+    if election is not None:
+        await election.release()
+    runner = memo.get("health")
+    if runner is not None:
+        await runner.cleanup()
     executor = memo.get("executor")
     if isinstance(executor, ThreadPoolExecutor):
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, id="poll", cancellation_timeout=2.0)
-async def poll_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """Reconcile this NsqConsumer every pollIntervalSeconds, and at once when its spec changes."""
-    state = reconcile.ConsumerState()
-    wake = memo["wake"] = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    interval: float = DEFAULT_POLL_INTERVAL_SECONDS
-    while not stopped:
-        wake.clear()
-        snapshot = _plain(body)
-        memo["polled_generation"] = snapshot.get("metadata", {}).get("generation")
-        try:
-            now = datetime.now(UTC)
-            result = await loop.run_in_executor(
-                memo["executor"], reconcile.poll, memo["kube"], memo["cache"], snapshot, state, now
-            )
-        except Exception:  # a bug must not end this consumer's polling; the next poll starts afresh
-            log.exception("polling %s/%s failed", body.metadata.namespace, body.metadata.name)
-            state = reconcile.ConsumerState()
-        else:
-            interval = result.interval
-            for event in result.events:
-                kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        await _sleep(interval, wake, stopped)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def nudge(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the poll loop when the spec changed (metadata.generation moved) since its last poll."""
-    wake = memo.get("wake")
-    if isinstance(wake, asyncio.Event) and body.metadata.get("generation") != memo.get("polled_generation"):
-        wake.set()
+async def consumer_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    scheduler: Scheduler = memo["scheduler"]
+    if type == "DELETED":
+        scheduler.remove((body.metadata.namespace or "", body.metadata.name or ""))
+    else:
+        scheduler.upsert(body)
 
 
-async def _sleep(seconds: float, wake: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
-    async def until_stopped() -> None:
-        await stopped.wait(seconds)
-
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(until_stopped())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-def _plain(value: Any) -> Any:
-    """A deep, plain copy of kopf's live body, safe to hand to another thread."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
+@kopf.on.event("apps", "v1", "deployments", **WORKERS)  # type: ignore[arg-type]
+async def worker_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    scheduler: Scheduler = memo["scheduler"]
+    scheduler.worker_event(body, deleted=type == "DELETED")

@@ -2,30 +2,37 @@
 
 Bodies are plain dicts in and out (raw JSON, no client models), so `manifests` and `status` stay
 pure dict builders. Writes are idempotent: create treats AlreadyExists as done, delete treats
-NotFound as done, and replace carries the resourceVersion it read, so a racing writer (a second
-operator started by mistake) makes one of the two fail with Conflict and retry next poll, instead
-of both clobbering each other.
+NotFound as done, and every change to an existing Deployment is a server-side apply of the whole
+desired object by the operator's field manager, which converges however often it is repeated.
+What exists is read from the watch (`live`), never listed per poll.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from nsq_operator import metrics
 from nsq_operator.resource import GROUP, LABEL_NSQD, MANAGER, PLURAL, VERSION, worker_selector
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the body is sent as JSON
 REQUEST_TIMEOUT = (5, 30)  # (connect, read) seconds for every call
+RETRIED_STATUSES = frozenset({409, 429, 500, 503, 504})  # worth one more try at once
+RETRIES = 2
+RETRY_PAUSE = 0.2  # seconds, doubled after each try
 
 
 class KubeError(RuntimeError):
@@ -37,18 +44,39 @@ class KubeError(RuntimeError):
 
 
 @contextmanager
-def _call(what: str) -> Iterator[None]:
-    """Turn every way an API call can fail (refused, unreachable) into a KubeError saying `what`."""
+def _call(verb: str, what: str) -> Iterator[None]:
+    """Count the call; turn every way it can fail (refused, unreachable) into a KubeError saying `what`."""
+    metrics.API_REQUESTS.labels(verb).inc()
     try:
         yield
     except ApiException as error:
+        metrics.API_ERRORS.labels(verb, str(error.status)).inc()
         raise KubeError(f"{what}: {_reason(error)}", error.status) from error
     except (urllib3.exceptions.HTTPError, OSError) as error:
+        metrics.API_ERRORS.labels(verb, "none").inc()
         raise KubeError(f"{what}: {type(error).__name__}: {error}") from error
 
 
-def load_client() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+def _retrying(call: Callable[[], T]) -> T:
+    """`call`, tried again a couple of times when the API server says "not now" (conflict, overload)."""
+    pause = RETRY_PAUSE
+    for _ in range(RETRIES):
+        try:
+            return call()
+        except ApiException as error:
+            if error.status not in RETRIED_STATUSES:
+                raise
+            log.debug("retrying after %s %s", error.status, error.reason)
+        time.sleep(pause)
+        pause *= 2
+    return call()
+
+
+def load_client(pool_size: int = 4) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config).
+
+    `pool_size`: connections kept to the API server, one per thread that may call at once.
+    """
     loader: Any = config  # the loaders are untyped
     try:
         loader.load_incluster_config()
@@ -56,7 +84,9 @@ def load_client() -> client.ApiClient:
     except config.ConfigException:
         loader.load_kube_config()
         source = "kubeconfig"
-    api_client = client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = pool_size
+    api_client = client.ApiClient(configuration)
     # Said once at start, so a pod's log shows which credentials it acts with.
     log.info("talking to the API server at %s with the %s", api_client.configuration.host, source)
     return api_client
@@ -82,18 +112,6 @@ class Kube:
         # adds about 50 MiB to the operator's memory, for two list calls.
         self.api_client: Any = api_client
 
-    def list_workers(self, namespace: str, consumer: str) -> list[dict[str, Any]]:
-        """Every Deployment labelled as a worker of `consumer` (ownership is checked by the caller)."""
-        with _call(f"listing the Deployments of {consumer}"):
-            response = self.apps.list_namespaced_deployment(
-                namespace,
-                label_selector=worker_selector(consumer),
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-            items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
-        return items
-
     def list_worker_pods(self, namespace: str, consumer: str, nsqds: Sequence[str]) -> list[dict[str, Any]]:
         """The pods of `consumer`'s workers for the nsqd hashes `nsqds`: read to say why they are not ready.
 
@@ -101,56 +119,75 @@ class Kube:
         reads one pod, not hundreds.
         """
         selector = f"{worker_selector(consumer)},{LABEL_NSQD} in ({','.join(sorted(nsqds))})"
-        with _call(f"listing the pods of {consumer}"):
+        with _call("list", f"listing the pods of {consumer}"):
             return self._core_list(namespace, "pods", labelSelector=selector)
 
     def list_pod_warnings(self, namespace: str, pod: str) -> list[dict[str, Any]]:
         """The Warning events about one pod (the kubelet's FailedMount, Unhealthy, ...)."""
-        with _call(f"listing the events of pod {pod}"):
+        with _call("list", f"listing the events of pod {pod}"):
             selector = f"involvedObject.kind=Pod,involvedObject.name={pod},type=Warning"
             return self._core_list(namespace, "events", fieldSelector=selector)
 
     def _core_list(self, namespace: str, plural: str, **query: str) -> list[dict[str, Any]]:
         """GET /api/v1/namespaces/<namespace>/<plural>, as raw JSON items; ApiException when refused."""
-        method, url, headers, _, _ = self.api_client.param_serialize(
-            "GET",
+        items: list[dict[str, Any]] = (
+            self._core_request("GET", namespace, plural, query=query).get("items") or []
+        )
+        return items
+
+    def _core_request(
+        self,
+        verb: str,
+        namespace: str,
+        plural: str,
+        body: dict[str, Any] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One raw call under /api/v1/namespaces/<namespace>/<plural>; ApiException when refused."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        method, url, headers, serialized, _ = self.api_client.param_serialize(
+            verb,
             f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}",
-            query_params=sorted(query.items()),
-            header_params={"Accept": "application/json"},
+            query_params=sorted((query or {}).items()),
+            header_params=headers,
+            body=body,
             auth_settings=["BearerToken"],
         )
         response = self.api_client.call_api(
-            method, url, header_params=headers, _request_timeout=REQUEST_TIMEOUT
+            method, url, header_params=headers, body=serialized, _request_timeout=REQUEST_TIMEOUT
         )
         response.read()
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)
-        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
-        return items
+        found: dict[str, Any] = json.loads(response.data or b"{}")
+        return found
 
-    def create(self, body: Mapping[str, Any]) -> bool:
-        """Create a Deployment; False (not an error) when one of that name already exists."""
+    def create(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a Deployment, and return it as created; None (not an error) when that name exists."""
         meta = body["metadata"]
         try:
-            with _call(f"creating Deployment {meta['name']}"):
-                self.apps.create_namespaced_deployment(
-                    meta["namespace"], dict(body), field_manager=MANAGER, _request_timeout=REQUEST_TIMEOUT
+            with _call("create", f"creating Deployment {meta['name']}"):
+                response = self.apps.create_namespaced_deployment(
+                    meta["namespace"],
+                    dict(body),
+                    field_manager=MANAGER,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
                 )
+                created: dict[str, Any] = json.loads(response.data)
         except KubeError as error:
             if error.status == 409:
-                log.info(
-                    "Deployment %s/%s already exists; treating the create as done",
-                    meta["namespace"],
-                    meta["name"],
-                )
-                return False
+                log.info("Deployment %s/%s already exists", meta["namespace"], meta["name"])
+                return None
             raise
-        return True
+        return created
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """One Deployment by name, or None when there is none."""
         try:
-            with _call(f"reading Deployment {name}"):
+            with _call("get", f"reading Deployment {name}"):
                 response = self.apps.read_namespaced_deployment(
                     name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
                 )
@@ -161,37 +198,35 @@ class Kube:
             raise
         return found
 
-    def replace(self, existing: Mapping[str, Any], body: Mapping[str, Any]) -> None:
-        """Rewrite a Deployment to `body`, keeping labels and annotations others put on it."""
-        old_meta, new_meta = existing["metadata"], body["metadata"]
-        merged = {
-            **body,
-            "metadata": {
-                **new_meta,
-                "resourceVersion": old_meta["resourceVersion"],
-                "labels": {**(old_meta.get("labels") or {}), **new_meta.get("labels", {})},
-                "annotations": {**(old_meta.get("annotations") or {}), **new_meta.get("annotations", {})},
-            },
-        }
-        with _call(f"updating Deployment {new_meta['name']}"):
-            self.apps.replace_namespaced_deployment(
-                new_meta["name"],
-                new_meta["namespace"],
-                merged,
-                field_manager=MANAGER,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+    def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply a Deployment as the operator's field manager; the object as it now is.
 
-    def scale(self, namespace: str, name: str, replicas: int) -> None:
-        with _call(f"scaling Deployment {name}"):
-            self.apps.patch_namespaced_deployment(
-                name,
-                namespace,
-                {"spec": {"replicas": replicas}},
-                field_manager=MANAGER,
-                _content_type=MERGE_PATCH,
-                _request_timeout=REQUEST_TIMEOUT,
+        Forced: a field the operator owns that someone else changed (`kubectl set image`) is taken
+        back, which is the point. Fields the body leaves out (an HPA's replicas, a user's extra
+        label) stay with whoever set them. No resourceVersion is sent, so a racing writer cannot
+        make it fail with a conflict; the rare 409 or 429 is retried in `_retrying`.
+        """
+        meta = body["metadata"]
+        with _call("apply", f"applying Deployment {meta['name']}"):
+            response = _retrying(
+                lambda: self.apps.patch_namespaced_deployment(
+                    meta["name"],
+                    meta["namespace"],
+                    dict(body),
+                    field_manager=MANAGER,
+                    force=True,
+                    _content_type=APPLY_PATCH,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
             )
+            applied: dict[str, Any] = json.loads(response.data)
+        return applied
+
+    def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        """Create one core/v1 Event (kubectl describe reads these)."""
+        with _call("create", "posting an event"):
+            self._core_request("POST", namespace, "events", body=dict(event))
 
     def delete(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Delete a Deployment (and, in the background, its pods); already gone counts as done.
@@ -202,7 +237,7 @@ class Kube:
             propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid) if uid else None
         )
         try:
-            with _call(f"deleting Deployment {name}"):
+            with _call("delete", f"deleting Deployment {name}"):
                 self.apps.delete_namespaced_deployment(
                     name, namespace, body=options, _request_timeout=REQUEST_TIMEOUT
                 )
@@ -213,7 +248,7 @@ class Kube:
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge `status` into the NsqConsumer's status subresource (lists are replaced whole)."""
         try:
-            with _call(f"writing the status of {name}"):
+            with _call("patch", f"writing the status of {name}"):
                 self.custom.patch_namespaced_custom_object_status(
                     GROUP,
                     VERSION,

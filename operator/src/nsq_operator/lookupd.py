@@ -2,22 +2,21 @@
 
 Failures are values, never exceptions: one dead lookupd must not stop a poll, and the planner must
 be able to tell "no nsqd has the topic" (safe to act on) from "we could not find out" (never delete).
-Lookups are shared between consumers of the same topic through a short-lived cache, so N consumers
-of one topic cost one request per lookupd per poll, the way pynsq's `query_lookupd` stays polite.
-The lookupds of one poll are asked at once, so a poll waits for the slowest lookupd (at most one
-timeout when some black-hole their traffic), not for the sum of them.
+Two ways to ask, one way to read the answer (`parse_lookup`): the operator's scheduler asks with
+`ask` (async, one total deadline per lookup, shared by every consumer of a topic); local mode asks
+with `lookup` (threads, every lookupd at once, so a poll waits for the slowest, not for the sum).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import aiohttp
 import requests
 
 USER_AGENT = "nsq-operator/0.1.0"
@@ -27,6 +26,7 @@ DEFAULT_TIMEOUT = (2.0, 5.0)  # (connect, read) seconds: a poll must not hang on
 # Requests in flight at once over every poll. The pool's tasks never wait on the pool, so a full
 # pool only queues (a poll then waits a little longer), it cannot deadlock.
 FANOUT_THREADS = 32
+MAX_ANSWER_BYTES = 8 * 1024 * 1024  # thousands of producers fit; a runaway answer does not
 
 
 @dataclass(frozen=True)
@@ -146,48 +146,31 @@ def _describe_error(error: Exception) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-Fetch = Callable[[str, str], LookupdAnswer]
+async def ask(session: aiohttp.ClientSession, lookupd: str, topic: str, deadline: float) -> LookupdAnswer:
+    """GET <lookupd>/lookup?topic=<topic>, done within `deadline` seconds in all, or a LookupFailure.
 
-
-class LookupCache:
-    """Answers per (lookupd, topic) kept for `ttl` seconds and fetched once even when asked concurrently.
-
-    The TTL is short (about one poll): it exists to share one poll's lookups between consumers, not
-    to serve stale producer lists.
+    The deadline covers everything (connecting, the headers, every byte of the body), so a lookupd
+    that trickles a byte every few seconds costs one deadline, never more. Async, so a slow lookupd
+    holds no thread: the operator's lookups never queue behind each other.
     """
-
-    def __init__(
-        self, ttl: float = 1.0, fetch: Fetch | None = None, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.ttl = ttl
-        self._fetch = fetch or (lambda lookupd, topic: query(lookupd, topic))
-        self._clock = clock
-        self._entries: dict[tuple[str, str], tuple[float, LookupdAnswer]] = {}
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def get(self, lookupd: str, topic: str, max_age: float | None = None) -> LookupdAnswer:
-        key = (lookupd, topic)
-        ttl = self.ttl if max_age is None else min(self.ttl, max_age)
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            entry = self._entries.get(key)
-            if entry is not None and self._clock() - entry[0] < ttl:
-                return entry[1]
-            answer = self._fetch(lookupd, topic)
-            with self._guard:
-                self._entries[key] = (self._clock(), answer)
-                self._forget_expired()
-            return answer
-
-    def _forget_expired(self) -> None:
-        now = self._clock()
-        for key in [k for k, (at, _) in self._entries.items() if now - at >= self.ttl]:
-            del self._entries[key]
-            lock = self._locks.get(key)
-            if lock is not None and not lock.locked():
-                del self._locks[key]
+    try:
+        async with asyncio.timeout(deadline):
+            async with session.get(
+                f"{lookupd}/lookup",
+                params={"topic": topic},
+                headers={"Accept": ACCEPT, "User-Agent": USER_AGENT},
+                allow_redirects=False,
+            ) as response:
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        return LookupFailure(lookupd, f"answer larger than {MAX_ANSWER_BYTES} bytes")
+                return parse_lookup(lookupd, response.status, bytes(body))
+    except TimeoutError:
+        return LookupFailure(lookupd, f"no complete answer within {deadline:g} s")
+    except (aiohttp.ClientError, OSError, ValueError) as error:
+        return LookupFailure(lookupd, _describe_error(error))
 
 
 # One pool for the whole process (the local mode and the operator share it). It starts its threads
@@ -195,15 +178,13 @@ class LookupCache:
 _FANOUT = ThreadPoolExecutor(max_workers=FANOUT_THREADS, thread_name_prefix="nsq-lookupd")
 
 
-def lookup(
-    lookupds: Iterable[str], topic: str, cache: LookupCache | None = None, max_age: float | None = None
-) -> Lookup:
-    """Ask every lookupd about `topic` at once (through the cache when given); answers in their order."""
+def lookup(lookupds: Iterable[str], topic: str) -> Lookup:
+    """Ask every lookupd about `topic` at once; answers in their order."""
     urls = list(lookupds)
 
-    def ask(url: str) -> LookupdAnswer:
-        return query(url, topic) if cache is None else cache.get(url, topic, max_age)
+    def one(url: str) -> LookupdAnswer:
+        return query(url, topic)
 
     if len(urls) <= 1:
-        return Lookup(tuple(map(ask, urls)))
-    return Lookup(tuple(_FANOUT.map(ask, urls)))
+        return Lookup(tuple(map(one, urls)))
+    return Lookup(tuple(_FANOUT.map(one, urls)))

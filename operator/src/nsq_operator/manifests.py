@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from nsq_operator import naming
-from nsq_operator.plan import Worker
 from nsq_operator.resource import (
     ANNOTATION_NSQD_ADDRESS,
     ANNOTATION_SPEC_HASH,
@@ -66,10 +65,15 @@ def labels(consumer: str) -> dict[str, str]:
 
 
 def deployment(owner: Owner, spec: ConsumerSpec, address: str) -> dict[str, Any]:
-    """The complete Deployment for the worker of `owner` that consumes from nsqd `address`."""
+    """The complete Deployment for the worker of `owner` that consumes from nsqd `address`.
+
+    It is what the operator server-side applies: every field in it is the operator's. Without a
+    replica count when an autoscaler owns it (`spec.replicas` is None), so the count stays theirs.
+    """
     body = _render(owner, spec, address)
     body["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = _hash(body)
-    body["spec"]["replicas"] = spec.replicas
+    if spec.replicas is not None:
+        body["spec"]["replicas"] = spec.replicas
     return body
 
 
@@ -82,19 +86,6 @@ def owned_by(body: Mapping[str, Any], uid: str) -> bool:
     """Whether `uid` is the controller of this object (a same-named consumer from before is not)."""
     refs = body.get("metadata", {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
-
-
-def read_worker(body: Mapping[str, Any]) -> Worker:
-    """What the planner needs to know about an existing worker Deployment."""
-    meta = body.get("metadata", {})
-    annotations = meta.get("annotations") or {}
-    replicas = body.get("spec", {}).get("replicas")
-    return Worker(
-        name=meta["name"],
-        address=annotations.get(ANNOTATION_NSQD_ADDRESS),
-        fingerprint=annotations.get(ANNOTATION_SPEC_HASH),
-        replicas=1 if replicas is None else int(replicas),
-    )
 
 
 def ready_replicas(body: Mapping[str, Any]) -> int:

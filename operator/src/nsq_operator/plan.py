@@ -26,6 +26,7 @@ class Worker:
     address: str | None  # the nsqd it consumes from; None when its record says nothing usable
     fingerprint: str | None  # the hash of the configuration it was made from
     replicas: int
+    drifted: bool = False  # someone changed fields the operator owns (its image, its nsqd, ...)
 
 
 @dataclass(frozen=True)
@@ -39,27 +40,36 @@ class NsqdRecord:
 
 @dataclass(frozen=True)
 class Target:
-    """What each worker should look like: its deterministic name, fingerprint and replica count."""
+    """What each worker should look like: its deterministic name, fingerprint and replica count.
+
+    `replicas` is None when something else (an HPA, KEDA) owns the replica count: then the planner
+    never plans a Scale, and creates and rewrites leave the count alone.
+    """
 
     name: Callable[[str], str]
     fingerprint: Callable[[str], str]
-    replicas: int
+    replicas: int | None
 
 
 @dataclass(frozen=True)
 class Create:
     name: str
     address: str
-    replicas: int
+    replicas: int | None
+
+
+UPDATE_CHANGED = "its spec changed"
+UPDATE_DRIFTED = "fields the operator owns were changed by someone else"
 
 
 @dataclass(frozen=True)
 class Update:
-    """The configuration changed (the fingerprints differ): rewrite the worker."""
+    """The configuration changed (the fingerprints differ), or the worker drifted: rewrite it."""
 
     name: str
     address: str
-    replicas: int
+    replicas: int | None
+    reason: str = UPDATE_CHANGED
 
 
 @dataclass(frozen=True)
@@ -151,7 +161,9 @@ def _converge(address: str, existing: Worker | None, target: Target) -> list[Act
         return [Create(name, address, target.replicas)]
     if existing.fingerprint != target.fingerprint(address):
         return [Update(name, address, target.replicas)]
-    if existing.replicas != target.replicas:
+    if existing.drifted:
+        return [Update(name, address, target.replicas, UPDATE_DRIFTED)]
+    if target.replicas is not None and existing.replicas != target.replicas:
         return [Scale(name, address, target.replicas)]
     return []
 

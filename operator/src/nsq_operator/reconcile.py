@@ -1,58 +1,92 @@
-"""One poll of one NsqConsumer on Kubernetes: look, plan, act, report.
+"""One reconcile of one NsqConsumer on Kubernetes: plan, act, report.
 
-Blocking (requests and the Kubernetes client), so the handlers run it in a thread. It never raises
-for the things a poll meets every day (a lookupd down, an API call refused): those end up in the
-status, in events and in the log, and the next poll tries again.
+The scheduler hands in everything read elsewhere: the consumer as the watch last saw it, what its
+lookupds said (asked once for every consumer of the topic), and its Deployments from live state.
+So a reconcile that changes nothing makes no API call at all. Blocking (the Kubernetes client), so
+the scheduler runs it in a thread, with a deadline it checks between calls, and a `still_wanted`
+it asks before every write: nothing is created for a consumer that is being deleted or is gone.
+
+It never raises for what a reconcile meets every day (a lookupd down, an API call refused): those
+end up in the status, in events and in the log, and the next reconcile tries again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from nsq_operator import events, manifests, naming, pods, status
+from nsq_operator import events, live, manifests, naming, pods, status
 from nsq_operator.events import Event
 from nsq_operator.kube import Kube, KubeError
-from nsq_operator.lookupd import LookupCache, lookup
-from nsq_operator.plan import Action, Create, Delete, NsqdRecord, Plan, Scale, Target, Update, plan
-from nsq_operator.spec import DEFAULT_POLL_INTERVAL_SECONDS, ConsumerSpec, SpecError, parse
+from nsq_operator.lookupd import Lookup
+from nsq_operator.plan import Action, Create, Delete, NsqdRecord, Scale, Target, Update, plan
+from nsq_operator.spec import ConsumerSpec, SpecError, parse
 
 log = logging.getLogger(__name__)
+
+# Pods whose status is silent about why they are not ready get their events read, at most this many
+# a reconcile, so a consumer with hundreds of starting pods costs a handful of calls, not hundreds.
+MAX_EVENT_LOOKUPS = 3
 
 
 @dataclass
 class ConsumerState:
-    """What one consumer's poll loop remembers between polls (lost on restart; status has the rest)."""
+    """What one consumer's reconciles remember between them; seeded from the status after a restart.
 
+    Seeding is what keeps a restarted operator from announcing again what it already announced
+    (a lookupd down, a worker failing, a held deletion): events are for changes.
+    """
+
+    seeded: bool = False
     records: dict[str, NsqdRecord] | None = None
     last_status: dict[str, Any] | None = None
     failing_lookupds: frozenset[str] = frozenset()
-    held: tuple[str, ...] = ()
-    spec_error: SpecError | None = None
+    held: tuple[str, ...] | None = None  # None: take the first reconcile's as already announced
+    spec_error: str | None = None
     failures: tuple[str, ...] = ()
     problems: dict[str, str] = field(default_factory=dict)  # why a worker is not running, by nsqd
     pods_unreadable: bool = False
 
 
-# Pods whose status is silent about why they are not ready get their events read, at most this many
-# a poll, so a consumer with hundreds of starting pods costs a handful of calls, not hundreds.
-MAX_EVENT_LOOKUPS = 3
+@dataclass(frozen=True)
+class Inputs:
+    """Everything one reconcile works from, read by the scheduler on its own thread."""
+
+    body: Mapping[str, Any]  # the NsqConsumer, a plain copy
+    lookup: Lookup | None  # None when the spec is invalid (nothing was asked)
+    workers: Sequence[live.WorkerView]  # its worker Deployments as live state has them
+    drifted: frozenset[str]  # names of those that lost fields the operator owns
+    now: datetime
+    deadline: float  # time.monotonic() past which no further API call is started
+    still_wanted: Callable[[], bool]  # False once the consumer is being deleted or gone
 
 
 @dataclass(frozen=True)
-class PollResult:
-    interval: float
+class Outcome:
     events: list[Event] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
+    written: list[dict[str, Any]] = field(default_factory=list)  # Deployments as the API returned them
+    deleted: list[str] = field(default_factory=list)  # uids
+    failed: bool = False
+    timed_out: bool = False
+    abandoned: bool = False  # the consumer went away meanwhile: nothing more was done
 
 
-def poll(
-    kube: Kube, cache: LookupCache, body: Mapping[str, Any], state: ConsumerState, now: datetime
-) -> PollResult:
-    """Reconcile the consumer in `body` once and say when to come back."""
+class _OutOfTimeError(Exception):
+    pass
+
+
+class _NotWantedError(Exception):
+    pass
+
+
+def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
+    """Converge one consumer's Deployments on what its lookupds say, then report."""
+    body = inputs.body
     meta = body.get("metadata") or {}
     owner = manifests.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
     generation = meta.get("generation")
@@ -62,31 +96,25 @@ def poll(
     name_problem = naming.consumer_name_problem(owner.name)
     if name_problem is not None:
         parsed = SpecError("metadata.name", name_problem)
+    if not state.seeded:
+        _seed(state, previous_status, parsed)
     if isinstance(parsed, SpecError):
-        emitted = [] if parsed == state.spec_error else [Event(events.WARNING, "InvalidSpec", str(parsed))]
-        state.spec_error = parsed
-        observation = status.Observation(owner.name, generation, now, spec_error=parsed)
+        emitted = (
+            [] if str(parsed) == state.spec_error else [Event(events.WARNING, "InvalidSpec", str(parsed))]
+        )
+        state.spec_error = str(parsed)
+        observation = status.Observation(owner.name, generation, inputs.now, spec_error=parsed, applied=False)
         new_status = status.build(observation, previous_status)
-        _write_status(kube, owner, state, previous_status, new_status, now)
-        return PollResult(DEFAULT_POLL_INTERVAL_SECONDS, emitted, new_status)
+        _finish(kube, owner, state, previous_status, new_status, emitted, inputs)
+        return Outcome(emitted, new_status)
     state.spec_error = None
     spec = parsed
+    found = inputs.lookup if inputs.lookup is not None else Lookup(())
 
-    interval = spec.lookupd.poll_interval_seconds
-    found = lookup(spec.lookupd.http_addresses, spec.topic, cache, max_age=interval / 2)
     emitted = events.for_lookup(state.failing_lookupds, found)
     state.failing_lookupds = frozenset(f.lookupd for f in found.failures)
 
-    try:
-        listed = kube.list_workers(owner.namespace, owner.name)
-        deployments = [d for d in listed if manifests.owned_by(d, owner.uid)]
-    except KubeError as error:
-        log.warning("%s/%s: %s", owner.namespace, owner.name, error)
-        observation = status.Observation(owner.name, generation, now, lookup=found, failures=(str(error),))
-        new_status = status.build(observation, previous_status)
-        _write_status(kube, owner, state, previous_status, new_status, now)
-        return PollResult(interval, emitted, new_status)
-
+    mine = [w for w in inputs.workers if w.controller_uid == owner.uid]
     records = state.records if state.records is not None else status.records_from_status(previous_status)
     target = Target(
         name=lambda address: naming.worker_name(owner.name, address),
@@ -95,54 +123,105 @@ def poll(
     )
     planned = plan(
         found.producers,
-        map(manifests.read_worker, deployments),
+        (w.worker(drifted=w.name in inputs.drifted) for w in mine),
         records,
         target,
-        now,
+        inputs.now,
         timedelta(seconds=spec.nsqd_removal_grace_seconds),
     )
+    if state.held is None:
+        state.held = planned.deletions_held
     emitted += events.for_held_deletions(state.held, planned.deletions_held)
     state.held = planned.deletions_held
 
-    by_name = {d["metadata"]["name"]: d for d in deployments}
+    by_name = {w.name: w for w in mine}
     kept = {r.address: r for r in planned.nsqds}
     failures: list[str] = []
-    for action in planned.actions:
-        changed, problem = _execute(kube, owner, spec, action, by_name)
-        if problem is not None:
-            failures.append(problem)
-            if isinstance(action, Delete) and action.address and action.address in records:
-                kept[action.address] = records[action.address]  # keep its grace clock for the retry
-        if (changed and problem is None) or (problem is not None and problem not in state.failures):
-            emitted.append(events.for_action(action, problem))
+    written: list[dict[str, Any]] = []
+    deleted: list[str] = []
+    timed_out = False
+    try:
+        for action in planned.actions:
+            _check(inputs)
+            result, problem = _execute(kube, owner, spec, action, by_name)
+            if isinstance(result, dict):
+                written.append(result)
+            if isinstance(action, Delete) and problem is None and action.name in by_name:
+                deleted.append(by_name[action.name].uid)
+            if problem is not None:
+                failures.append(problem)
+                if isinstance(action, Delete) and action.address and action.address in records:
+                    kept[action.address] = records[action.address]  # keep its grace clock for the retry
+            if (result is not None and problem is None) or (
+                problem is not None and problem not in state.failures
+            ):
+                emitted.append(events.for_action(action, problem))
+    except _NotWantedError:
+        log.info("%s/%s: being deleted; stopping this reconcile", owner.namespace, owner.name)
+        return Outcome(written=written, deleted=deleted, abandoned=True)
+    except _OutOfTimeError:
+        timed_out = True
+        failures.append("the reconcile ran past its deadline; the next one carries on")
     state.failures = tuple(failures)
     state.records = kept
 
-    ready = {name: manifests.ready_replicas(d) for name, d in by_name.items()}
+    replicas = {w.name: (spec.replicas if spec.replicas is not None else (w.replicas or 0)) for w in mine}
+    ready = {w.name: w.ready_replicas for w in mine}
     short = [
-        naming.nsqd_hash(owner.name, address)
-        for name, d in by_name.items()
-        if ready[name] < spec.replicas and (address := manifests.read_worker(d).address) is not None
+        naming.nsqd_hash(owner.name, w.address)
+        for w in mine
+        if w.address is not None and w.ready_replicas < replicas[w.name]
     ]
-    problems = _worker_problems(kube, owner, short, state) if short else {}
+    problems = _worker_problems(kube, owner, short, state, inputs) if short and not timed_out else {}
     emitted += events.for_worker_problems(state.problems, problems)
     state.problems = problems
 
     observation = status.Observation(
         owner.name,
         generation,
-        now,
+        inputs.now,
         lookup=found,
-        plan=_with_records(planned, kept),
-        replicas=spec.replicas,
+        plan=replace(planned, nsqds=tuple(kept[a] for a in sorted(kept))),
+        replicas=spec.replicas or 0,
+        desired_total=sum(replicas.values()) if spec.replicas is None else None,
         paused=spec.paused,
         ready=ready,
         failures=tuple(failures),
         problems=problems,
+        applied=not failures,
     )
     new_status = status.build(observation, previous_status)
-    _write_status(kube, owner, state, previous_status, new_status, now)
-    return PollResult(interval, emitted, new_status)
+    _finish(kube, owner, state, previous_status, new_status, emitted, inputs)
+    return Outcome(emitted, new_status, written, deleted, failed=bool(failures), timed_out=timed_out)
+
+
+def _check(inputs: Inputs) -> None:
+    if not inputs.still_wanted():
+        raise _NotWantedError
+    if time.monotonic() > inputs.deadline:
+        raise _OutOfTimeError
+
+
+def _seed(state: ConsumerState, previous: Mapping[str, Any], parsed: ConsumerSpec | SpecError) -> None:
+    """What the last operator already said, as the status it left shows it."""
+    state.seeded = True
+    spec_valid = status.condition(previous, status.SPEC_VALID) or {}
+    if spec_valid.get("status") == "False":
+        state.spec_error = str(spec_valid.get("message"))
+    reachable = status.condition(previous, status.LOOKUPD_REACHABLE) or {}
+    message = str(reachable.get("message") or "")
+    if isinstance(parsed, ConsumerSpec):
+        state.failing_lookupds = frozenset(a for a in parsed.lookupd.http_addresses if f"{a}: " in message)
+    ready = status.condition(previous, status.READY) or {}
+    if ready.get("reason") == "ReconcileFailed":
+        state.failures = tuple(str(ready.get("message") or "").split("; "))
+    if reachable.get("status") != "False":
+        state.held = ()
+    state.problems = {
+        entry["address"]: entry["problem"]
+        for entry in previous.get("nsqds") or []
+        if isinstance(entry, Mapping) and isinstance(entry.get("problem"), str) and "address" in entry
+    }
 
 
 def _execute(
@@ -150,43 +229,48 @@ def _execute(
     owner: manifests.Owner,
     spec: ConsumerSpec,
     action: Action,
-    existing: Mapping[str, Mapping[str, Any]],
-) -> tuple[bool, str | None]:
-    """Carry out one action: whether it changed anything, and the error as a sentence if it failed.
+    existing: Mapping[str, live.WorkerView],
+) -> tuple[dict[str, Any] | bool | None, str | None]:
+    """Carry out one action: what it wrote (the Deployment, True for a delete, None when nothing changed)
+    and the error as a sentence if it failed.
 
-    A create that meets an existing Deployment (another operator, or a retry) changed nothing.
+    A create that meets an existing Deployment of this consumer (live state had not seen it yet)
+    applies instead; one that meets somebody else's is reported, never taken over.
     """
-    changed = True
+    result: dict[str, Any] | bool | None = True
     try:
         match action:
             case Create():
-                changed = kube.create(manifests.deployment(owner, spec, action.address))
-                if not changed:
+                desired = manifests.deployment(owner, spec, action.address)
+                created = kube.create(desired)
+                if created is None:
                     squatter = _squatter(kube, owner, action.name)
                     if squatter is not None:
-                        return False, squatter
-            case Update():
-                kube.replace(existing[action.name], manifests.deployment(owner, spec, action.address))
-            case Scale():
-                kube.scale(owner.namespace, action.name, action.replicas)
+                        return None, squatter
+                    created = kube.apply(desired)
+                result = created
+            case Update() | Scale():
+                result = kube.apply(manifests.deployment(owner, spec, action.address))
             case Delete():
-                uid = existing.get(action.name, {}).get("metadata", {}).get("uid")
-                kube.delete(owner.namespace, action.name, uid)
+                worker = existing.get(action.name)
+                kube.delete(owner.namespace, action.name, worker.uid if worker else None)
     except KubeError as error:
         log.warning("%s/%s: %s", owner.namespace, owner.name, error)
-        return False, str(error)
-    log.info("%s/%s: %s%s", owner.namespace, owner.name, action, "" if changed else " (already done)")
-    return changed, None
+        return None, str(error)
+    log.info("%s/%s: %s", owner.namespace, owner.name, action)
+    return result, None
 
 
 def _worker_problems(
-    kube: Kube, owner: manifests.Owner, nsqds: list[str], state: ConsumerState
+    kube: Kube, owner: manifests.Owner, nsqds: list[str], state: ConsumerState, inputs: Inputs
 ) -> dict[str, str]:
     """Why workers are not running, by nsqd, read from the pods of the nsqd hashes `nsqds`.
 
     Reading pods is diagnosis, not control: a failure (say, RBAC from an older chart without pod
-    access) is logged once, keeps what the last successful read said, and never fails the poll.
+    access) is logged once, keeps what the last successful read said, and never fails the reconcile.
     """
+    if time.monotonic() > inputs.deadline:
+        return dict(state.problems)
     try:
         listed = kube.list_worker_pods(owner.namespace, owner.name, nsqds)
         warnings = {
@@ -205,7 +289,7 @@ def _worker_problems(
 def _squatter(kube: Kube, owner: manifests.Owner, name: str) -> str | None:
     """Why a create that met an existing Deployment is not done: that Deployment is not this consumer's.
 
-    A retry or a second operator leaves a Deployment this consumer controls, and that is success. Any
+    One this consumer controls (live state had not caught up, or a second operator) is success. Any
     other (a user's, or one of a deleted same-named consumer that garbage collection has not reached
     yet) would be counted as this nsqd's worker while it consumes nothing, so it is reported instead.
     """
@@ -221,20 +305,24 @@ def _squatter(kube: Kube, owner: manifests.Owner, name: str) -> str | None:
     )
 
 
-def _with_records(planned: Plan, kept: Mapping[str, NsqdRecord]) -> Plan:
-    """The plan with the nsqd records that survived execution (a failed delete keeps its record)."""
-    return replace(planned, nsqds=tuple(kept[a] for a in sorted(kept)))
-
-
-def _write_status(
+def _finish(
     kube: Kube,
     owner: manifests.Owner,
     state: ConsumerState,
     previous: Mapping[str, Any],
     new: dict[str, Any],
-    now: datetime,
+    emitted: list[Event],
+    inputs: Inputs,
 ) -> None:
-    if not status.needs_write(previous, new, now):
+    """Write the status (when it says something new) and post the events, unless the consumer went."""
+    if not inputs.still_wanted():
+        return
+    for event in emitted:
+        try:
+            kube.post_event(owner.namespace, events.body(owner, event, inputs.now))
+        except KubeError as error:
+            log.warning("%s/%s: %s", owner.namespace, owner.name, error)
+    if not status.needs_write(previous, new, inputs.now):
         return
     try:
         kube.patch_status(owner.namespace, owner.name, new)

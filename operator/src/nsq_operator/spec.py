@@ -29,6 +29,12 @@ DEFAULT_REQUEUE_DELAY_SECONDS = 1
 DEFAULT_DRAIN_TIMEOUT_SECONDS = 25
 DEFAULT_HEALTH_PORT = 8080
 DEFAULT_REPLICAS_PER_NSQD = 1
+# Who sets each worker Deployment's replicas: the operator (replicasPerNsqd, paused), or something
+# else that the user put on the Deployments (an HPA, a KEDA ScaledObject), which the operator then
+# never overrides. Two writers of one count would fight on every poll.
+REPLICAS_OWNER_OPERATOR = "Operator"
+REPLICAS_OWNER_EXTERNAL = "External"
+REPLICAS_OWNERS = (REPLICAS_OWNER_OPERATOR, REPLICAS_OWNER_EXTERNAL)
 DEFAULT_AUTH_KEY = "secret"
 DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "1", "memory": "256Mi"},
@@ -122,6 +128,7 @@ class WorkerSpec:
     health_port: int = DEFAULT_HEALTH_PORT
     resources: JsonObject = field(default_factory=lambda: DEFAULT_RESOURCES)
     replicas_per_nsqd: int = DEFAULT_REPLICAS_PER_NSQD
+    replicas_owner: str = REPLICAS_OWNER_OPERATOR
     service_account_name: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[JsonObject, ...] = ()
@@ -143,9 +150,17 @@ class ConsumerSpec:
     worker: WorkerSpec = field(default_factory=WorkerSpec)
 
     @property
-    def replicas(self) -> int:
-        """Replicas every worker Deployment should have right now."""
-        return 0 if self.paused else self.worker.replicas_per_nsqd
+    def replicas(self) -> int | None:
+        """Replicas every worker Deployment should have right now; None when an autoscaler owns them.
+
+        `paused` wins even then: an HPA (and KEDA) leaves a Deployment scaled to 0 alone, and on
+        resume the operator lets go of the count, so the autoscaler takes it up again.
+        """
+        if self.paused:
+            return 0
+        if self.worker.replicas_owner == REPLICAS_OWNER_EXTERNAL:
+            return None
+        return self.worker.replicas_per_nsqd
 
 
 class _InvalidError(Exception):
@@ -228,6 +243,7 @@ def _worker(raw: Mapping[str, Any], path: str) -> WorkerSpec:
         if raw.get("resources")
         else DEFAULT_RESOURCES,
         replicas_per_nsqd=_int(raw, "replicasPerNsqd", path, DEFAULT_REPLICAS_PER_NSQD, minimum=1),
+        replicas_owner=_choice(raw, "replicasOwner", path, REPLICAS_OWNERS),
         service_account_name=_optional_str(raw, "serviceAccountName", path),
         node_selector=_str_map(raw.get("nodeSelector"), f"{path}.nodeSelector"),
         tolerations=_objects(raw.get("tolerations"), f"{path}.tolerations"),
@@ -326,6 +342,14 @@ def _bool(raw: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
         return default
     if not isinstance(value, bool):
         raise _InvalidError(f"{path}.{key}", f"must be true or false, not {value!r}")
+    return value
+
+
+def _choice(raw: Mapping[str, Any], key: str, path: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default)."""
+    value = _str(raw, key, path, choices[0])
+    if value not in choices:
+        raise _InvalidError(f"{path}.{key}", f"must be one of {', '.join(choices)}")
     return value
 
 

@@ -56,10 +56,12 @@ class Observation:
     lookup: Lookup | None = None
     plan: Plan | None = None
     replicas: int = 1  # desired replicas per nsqd (0 when paused)
+    desired_total: int | None = None  # when an autoscaler owns replicas: the sum of theirs
     paused: bool = False
     ready: Mapping[str, int] = field(default_factory=dict)  # ready replicas by Deployment name
     failures: tuple[str, ...] = ()  # API calls that failed this poll
     problems: Mapping[str, str] = field(default_factory=dict)  # why a worker is not running, by nsqd
+    applied: bool = True  # the spec was carried out in full; only then observedGeneration moves
 
 
 def records_from_status(status: Mapping[str, Any] | None) -> dict[str, NsqdRecord]:
@@ -78,12 +80,14 @@ def build(observation: Observation, previous: Mapping[str, Any] | None) -> dict[
     """The status to write. With an invalid spec only the conditions move; the rest is left as it was."""
     previous = previous or {}
     obs = observation
-    status: dict[str, Any] = {"observedGeneration": obs.generation}
+    observed = obs.generation if obs.applied else previous.get("observedGeneration")
+    status: dict[str, Any] = {} if observed is None else {"observedGeneration": observed}
     if obs.plan is not None:
         nsqds = [_nsqd_entry(obs, record) for record in obs.plan.nsqds]
+        desired = len(nsqds) * obs.replicas if obs.desired_total is None else obs.desired_total
         status |= {
             "nsqdCount": len(nsqds),
-            "desiredWorkers": len(nsqds) * obs.replicas,
+            "desiredWorkers": desired,
             "readyWorkers": sum(entry["readyReplicas"] for entry in nsqds),
             "lastLookupTime": timestamp(obs.now),
             "nsqds": nsqds,

@@ -1,0 +1,104 @@
+"""The operator's own Prometheus metrics, in a registry of its own (served at /metrics).
+
+Counters and histograms are updated where things happen (a poll, an API call). The per-consumer
+gauges are not kept up to date at all: a collector reads them from the scheduler when scraped, so
+there is nothing to forget when a consumer goes away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+LOOKUPD_POLLS = Counter(
+    "nsq_operator_lookupd_polls_total",
+    "Lookups of a topic at one nsqlookupd, by result (ok or failed).",
+    ["lookupd", "result"],
+    registry=REGISTRY,
+)
+LOOKUPD_POLL_SECONDS = Histogram(
+    "nsq_operator_lookupd_poll_seconds",
+    "How long one lookup of a topic at one nsqlookupd took, failures included.",
+    ["lookupd"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+RECONCILES = Counter(
+    "nsq_operator_reconciles_total",
+    "Reconciles of one NsqConsumer, by result (ok, failed: an API call failed, timeout: past its deadline).",
+    ["result"],
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "nsq_operator_reconcile_seconds",
+    "How long one reconcile of one NsqConsumer took.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+API_REQUESTS = Counter(
+    "nsq_operator_api_requests_total",
+    "Calls to the Kubernetes API, by verb.",
+    ["verb"],
+    registry=REGISTRY,
+)
+API_ERRORS = Counter(
+    "nsq_operator_api_errors_total",
+    "Calls to the Kubernetes API that failed, by verb and HTTP status (none: no answer).",
+    ["verb", "status"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "nsq_operator_leader",
+    "1 while this operator holds the leader Lease and reconciles, 0 while it stands by.",
+    registry=REGISTRY,
+)
+
+
+@dataclass(frozen=True)
+class ConsumerFigures:
+    namespace: str
+    name: str
+    deployments: int
+    ready_workers: int
+
+
+class ConsumerCollector(Collector):
+    """Deployments and ready workers per consumer, read from live state at scrape time."""
+
+    def __init__(self, read: Callable[[], Iterable[ConsumerFigures]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        deployments = GaugeMetricFamily(
+            "nsq_operator_deployments",
+            "Worker Deployments of an NsqConsumer (one per nsqd).",
+            labels=["namespace", "consumer"],
+        )
+        ready = GaugeMetricFamily(
+            "nsq_operator_ready_workers",
+            "Ready worker pods of an NsqConsumer, over all its nsqd.",
+            labels=["namespace", "consumer"],
+        )
+        for figures in self._read():
+            deployments.add_metric([figures.namespace, figures.name], figures.deployments)
+            ready.add_metric([figures.namespace, figures.name], figures.ready_workers)
+        yield deployments
+        yield ready
+
+
+def watch_consumers(read: Callable[[], Iterable[ConsumerFigures]]) -> Collector:
+    """Register the per-consumer collector (once per process: a second would duplicate the series)."""
+    collector = ConsumerCollector(read)
+    REGISTRY.register(collector)
+    return collector
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

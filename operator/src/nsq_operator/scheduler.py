@@ -1,0 +1,438 @@
+"""The operator-wide scheduler: one poll per (lookupd, topic), one reconcile loop per NsqConsumer.
+
+Why one scheduler and not a kopf daemon per consumer: kopf puts a finalizer on every object that has
+a daemon, so a consumer could not be deleted while no operator runs. The scheduler is fed by watch
+events instead (which carry no finalizer), and garbage collection still removes the Deployments.
+
+- Lookups are shared: each distinct (lookupd, topic) is asked once per interval (the shortest among
+  its consumers), asynchronously and within one total deadline, whatever the number of consumers
+  of the topic. A slow or black-holed lookupd delays only the consumers that use it.
+- Reconciles run in threads (the Kubernetes client blocks), one at a time per consumer, with a
+  deadline, when an answer arrives, when the spec changes, or when live state says a Deployment
+  was deleted or edited, and at the latest one interval plus one deadline after the last.
+- Only the leader reconciles and polls; a standby keeps its view of the cluster warm, to take over
+  at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from nsq_operator import live, lookupd, metrics, reconcile
+from nsq_operator.kube import Kube
+from nsq_operator.live import ConsumerKey, WorkerView
+from nsq_operator.lookupd import Lookup, LookupdAnswer, LookupFailure
+from nsq_operator.manifests import Owner
+from nsq_operator.spec import DEFAULT_POLL_INTERVAL_SECONDS, ConsumerSpec, SpecError, parse
+
+log = logging.getLogger(__name__)
+
+GroupKey = tuple[str, str]  # (lookupd URL, topic)
+
+MAX_LOOKUP_DEADLINE = 10.0  # seconds for one lookup in all; shorter when the interval is
+RECONCILE_DEADLINE = 60.0  # seconds one reconcile may keep starting API calls
+MIN_GAP = 1.0  # seconds between two reconciles of one consumer, however often it is nudged
+RETRY_PAUSE = 5.0  # seconds before a failed reconcile is tried again (or the interval, if shorter)
+START_JITTER = 2.0  # polls of a fresh start spread over this many seconds (or the interval)
+TICK = 1.0  # the scheduler's heartbeat, which liveness watches
+STALLED_AFTER = 15.0  # seconds without a heartbeat: the loop is blocked
+STUCK_AFTER = 3 * RECONCILE_DEADLINE  # a reconcile thread still running after this is stuck
+
+
+@dataclass
+class Group:
+    """The lookups of one topic at one lookupd, shared by every consumer that names both."""
+
+    key: GroupKey
+    subscribers: set[ConsumerKey] = field(default_factory=set)
+    interval: float = float(DEFAULT_POLL_INTERVAL_SECONDS)
+    answer: LookupdAnswer | None = None
+    answered_at: float = 0.0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def deadline(self) -> float:
+        return min(self.interval, MAX_LOOKUP_DEADLINE)
+
+
+@dataclass
+class Slot:
+    """One NsqConsumer as the scheduler keeps it."""
+
+    key: ConsumerKey
+    body: dict[str, Any]
+    spec: ConsumerSpec | SpecError
+    state: reconcile.ConsumerState = field(default_factory=reconcile.ConsumerState)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    nudged: bool = True  # something besides a lookup answer wants a reconcile
+    task: asyncio.Task[None] | None = None
+    since: float = field(default_factory=time.monotonic)  # when it arrived
+    last_reconcile: float = -math.inf
+    not_before: float = -math.inf  # no reconcile starts earlier (MIN_GAP, or a retry's pause)
+    running_since: float | None = None
+    recent: dict[str, WorkerView] = field(default_factory=dict)  # written, not yet seen by the watch
+    gone: set[str] = field(default_factory=set)  # uids deleted, maybe still in live state
+
+    @property
+    def uid(self) -> str:
+        return str(self.body.get("metadata", {}).get("uid", ""))
+
+    @property
+    def generation(self) -> object:
+        return self.body.get("metadata", {}).get("generation")
+
+    @property
+    def interval(self) -> float:
+        if isinstance(self.spec, SpecError):
+            return float(DEFAULT_POLL_INTERVAL_SECONDS)
+        return float(self.spec.lookupd.poll_interval_seconds)
+
+    @property
+    def groups(self) -> tuple[GroupKey, ...]:
+        if isinstance(self.spec, SpecError):
+            return ()
+        return tuple((url, self.spec.topic) for url in self.spec.lookupd.http_addresses)
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.key[1], self.key[0], self.uid)
+
+
+ReadWorkers = Callable[[ConsumerKey], Iterable[WorkerView]]
+
+
+class Scheduler:
+    """Everything the operator knows and does, on kopf's event loop."""
+
+    def __init__(self, kube: Kube, read_workers: ReadWorkers, executor: Executor) -> None:
+        self.kube = kube
+        self.read_workers = read_workers
+        self.executor = executor
+        self.consumers: dict[ConsumerKey, Slot] = {}
+        self.groups: dict[GroupKey, Group] = {}
+        self.verdicts: dict[tuple[str, str], tuple[int, bool]] = {}  # (ns, name): (generation, drifted)
+        self.leader = False
+        self.last_tick = time.monotonic()
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- fed by the watches ------------------------------------------------------------------------
+
+    def upsert(self, body: Mapping[str, Any]) -> None:
+        """A consumer appeared or changed; one being deleted is dropped (GC removes its workers)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if meta.get("deletionTimestamp"):
+            self.remove(key)
+            return
+        slot = self.consumers.get(key)
+        if slot is not None and slot.uid == meta.get("uid"):
+            fresh = slot.generation != meta.get("generation")
+            slot.body = _plain(body)
+            if fresh:
+                self._respec(slot)
+            return
+        if slot is not None:  # a new consumer under an old name
+            self.remove(key)
+        slot = Slot(key, _plain(body), parse(body.get("spec")))
+        self.consumers[key] = slot
+        self._subscribe(slot)
+        if self.leader:
+            self._start(slot)
+
+    def remove(self, key: ConsumerKey) -> None:
+        slot = self.consumers.pop(key, None)
+        if slot is None:
+            return
+        self._unsubscribe(slot)
+        if slot.task is not None:
+            slot.task.cancel()
+        log.info("%s/%s: gone or being deleted; no longer reconciled", *key)
+
+    def worker_event(self, body: Mapping[str, Any], deleted: bool) -> None:
+        """A worker Deployment changed: judge drift against its consumer, and nudge it when needed."""
+        view = live.view(body)
+        slot = self.consumers.get(view.key)
+        where = (view.namespace, view.name)
+        if deleted:
+            self.verdicts.pop(where, None)
+            if slot is not None:
+                self._nudge(slot)
+            return
+        if slot is None or view.controller_uid != slot.uid or isinstance(slot.spec, SpecError):
+            return
+        drifted = live.drifted(body, slot.owner, slot.spec)
+        before = self.verdicts.get(where)
+        self.verdicts[where] = (view.generation, drifted)
+        if drifted:
+            log.info("%s/%s: Deployment %s drifted from what the operator wrote", *view.key, view.name)
+            self._nudge(slot)
+        elif before is None or before[0] != view.generation or _readiness_moved(slot, view):
+            self._nudge(slot)
+
+    # -- leadership --------------------------------------------------------------------------------
+
+    def set_leader(self, leading: bool) -> None:
+        if leading == self.leader:
+            return
+        self.leader = leading
+        metrics.LEADER.set(1 if leading else 0)
+        if leading:
+            for slot in self.consumers.values():
+                self._start(slot)
+            for group in self.groups.values():
+                self._start_group(group)
+            return
+        for slot in self.consumers.values():
+            if slot.task is not None:
+                slot.task.cancel()
+                slot.task = None
+        for group in self.groups.values():
+            if group.task is not None:
+                group.task.cancel()
+                group.task = None
+
+    # -- health and figures ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The heartbeat: proof for liveness that the loop turns. Runs until cancelled."""
+        try:
+            while True:
+                self.last_tick = time.monotonic()
+                await asyncio.sleep(TICK)
+        finally:
+            self.set_leader(False)
+            if self._session is not None:
+                await self._session.close()
+
+    def problem(self) -> str | None:
+        """Why the scheduler is not making progress, or None when it is."""
+        now = time.monotonic()
+        if now - self.last_tick > STALLED_AFTER:
+            return f"the scheduler's loop has not turned for {now - self.last_tick:.0f} s"
+        for slot in self.consumers.values():
+            if slot.running_since is not None and now - slot.running_since > STUCK_AFTER:
+                ran = now - slot.running_since
+                return f"the reconcile of {slot.key[0]}/{slot.key[1]} has run for {ran:.0f} s"
+        return None
+
+    def figures(self) -> list[metrics.ConsumerFigures]:
+        found = []
+        for slot in list(self.consumers.values()):
+            views = [v for v in self._views(slot) if v.controller_uid == slot.uid]
+            ready = sum(v.ready_replicas for v in views)
+            found.append(metrics.ConsumerFigures(slot.key[0], slot.key[1], len(views), ready))
+        return found
+
+    # -- the loops ---------------------------------------------------------------------------------
+
+    def _start(self, slot: Slot) -> None:
+        if slot.task is None or slot.task.done():
+            slot.task = asyncio.get_running_loop().create_task(
+                self._consume(slot), name=f"consumer {slot.key}"
+            )
+
+    def _start_group(self, group: Group) -> None:
+        if group.task is None or group.task.done():
+            group.task = asyncio.get_running_loop().create_task(self._poll(group), name=f"lookup {group.key}")
+
+    async def _poll(self, group: Group) -> None:
+        """Ask one lookupd about one topic every interval, and tell every consumer of it."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(random.uniform(0, min(group.interval, START_JITTER)))
+        url, topic = group.key
+        while True:
+            started = loop.time()
+            answer = await lookupd.ask(self._http(), url, topic, group.deadline)
+            metrics.LOOKUPD_POLL_SECONDS.labels(url).observe(loop.time() - started)
+            metrics.LOOKUPD_POLLS.labels(url, "failed" if isinstance(answer, LookupFailure) else "ok").inc()
+            group.answer, group.answered_at = answer, time.monotonic()
+            for key in group.subscribers:
+                slot = self.consumers.get(key)
+                if slot is not None:
+                    slot.wake.set()
+            while (left := started + group.interval - loop.time()) > 0:
+                group.changed.clear()
+                try:
+                    await asyncio.wait_for(group.changed.wait(), left)
+                except TimeoutError:
+                    break
+
+    async def _consume(self, slot: Slot) -> None:
+        """Reconcile one consumer whenever there is news, and at least once per interval."""
+        while True:
+            waited = max(0.0, slot.last_reconcile + slot.interval + MAX_LOOKUP_DEADLINE - time.monotonic())
+            try:
+                await asyncio.wait_for(slot.wake.wait(), waited)
+                due = slot.nudged or time.monotonic() - slot.last_reconcile >= 0.9 * slot.interval
+            except TimeoutError:
+                due = True
+            slot.wake.clear()
+            if not due or not self._answered(slot):
+                continue
+            gap = slot.not_before - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            slot.nudged = False
+            await self._reconcile(slot)
+
+    def _answered(self, slot: Slot) -> bool:
+        """Whether each lookupd has answered once, or the first answers are overdue (then go on)."""
+        groups = [self.groups[k] for k in slot.groups if k in self.groups]
+        if all(g.answer is not None for g in groups):
+            return True
+        return time.monotonic() - slot.since > START_JITTER + max((g.deadline for g in groups), default=0)
+
+    async def _reconcile(self, slot: Slot) -> None:
+        loop = asyncio.get_running_loop()
+        inputs = reconcile.Inputs(
+            body=slot.body,
+            lookup=self._lookup(slot),
+            workers=self._views(slot),
+            drifted=self._drifted(slot),
+            now=datetime.now(UTC),
+            deadline=time.monotonic() + RECONCILE_DEADLINE,
+            still_wanted=lambda: self.leader and self.consumers.get(slot.key) is slot,
+        )
+        slot.running_since = started = time.monotonic()
+        try:
+            outcome = await asyncio.shield(
+                loop.run_in_executor(self.executor, reconcile.reconcile, self.kube, inputs, slot.state)
+            )
+        except Exception:  # a bug must not end this consumer's reconciles; the next starts afresh
+            log.exception("reconciling %s/%s failed", *slot.key)
+            slot.state = reconcile.ConsumerState()
+            metrics.RECONCILES.labels("failed").inc()
+            return
+        finally:
+            slot.running_since = None
+            slot.last_reconcile = time.monotonic()
+            slot.not_before = slot.last_reconcile + MIN_GAP
+        metrics.RECONCILE_SECONDS.observe(slot.last_reconcile - started)
+        result = "timeout" if outcome.timed_out else "failed" if outcome.failed else "ok"
+        metrics.RECONCILES.labels(result).inc()
+        for written in outcome.written:
+            view = live.view(written)
+            slot.recent[view.name] = view
+            self.verdicts[(view.namespace, view.name)] = (view.generation, False)
+        slot.gone.update(outcome.deleted)
+        if outcome.failed:  # an API call failed or time ran out: try again soon, not at once
+            slot.not_before = slot.last_reconcile + min(slot.interval, RETRY_PAUSE)
+            self._nudge(slot)
+
+    # -- inputs of one reconcile -------------------------------------------------------------------
+
+    def _lookup(self, slot: Slot) -> Lookup | None:
+        if isinstance(slot.spec, SpecError):
+            return None
+        answers: list[LookupdAnswer] = []
+        now = time.monotonic()
+        for key in slot.groups:
+            group = self.groups.get(key)
+            if group is None or group.answer is None:
+                answers.append(LookupFailure(key[0], "not answered yet"))
+            elif now - group.answered_at > 2 * group.interval + group.deadline:
+                answers.append(LookupFailure(key[0], f"no answer for {now - group.answered_at:.0f} s"))
+            else:
+                answers.append(group.answer)
+        return Lookup(tuple(answers))
+
+    def _views(self, slot: Slot) -> list[WorkerView]:
+        """Live state, with what this consumer's last reconciles wrote and the watch has not shown yet."""
+        indexed = {v.name: v for v in self.read_workers(slot.key)}
+        slot.gone &= {v.uid for v in indexed.values()}
+        views = {name: v for name, v in indexed.items() if v.uid not in slot.gone}
+        for name, recent in list(slot.recent.items()):
+            current = indexed.get(name)
+            if current is not None and current.uid == recent.uid and current.generation >= recent.generation:
+                del slot.recent[name]
+            elif current is None or current.uid == recent.uid:
+                views[name] = recent
+            else:
+                del slot.recent[name]
+        return list(views.values())
+
+    def _drifted(self, slot: Slot) -> frozenset[str]:
+        namespace = slot.key[0]
+        return frozenset(
+            view.name
+            for view in self._views(slot)
+            if self.verdicts.get((namespace, view.name)) == (view.generation, True)
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _nudge(self, slot: Slot) -> None:
+        slot.nudged = True
+        slot.wake.set()
+
+    def _respec(self, slot: Slot) -> None:
+        self._unsubscribe(slot)
+        slot.spec = parse(slot.body.get("spec"))
+        self._subscribe(slot)
+        self._nudge(slot)
+
+    def _subscribe(self, slot: Slot) -> None:
+        for key in slot.groups:
+            group = self.groups.get(key)
+            if group is None:
+                group = self.groups[key] = Group(key, interval=slot.interval)
+            group.subscribers.add(slot.key)
+            self._retime(group)
+            if self.leader:
+                self._start_group(group)
+            if group.answer is not None:
+                slot.wake.set()
+
+    def _unsubscribe(self, slot: Slot) -> None:
+        for key in slot.groups:
+            group = self.groups.get(key)
+            if group is None:
+                continue
+            group.subscribers.discard(slot.key)
+            if not group.subscribers:
+                if group.task is not None:
+                    group.task.cancel()
+                del self.groups[key]
+            else:
+                self._retime(group)
+
+    def _retime(self, group: Group) -> None:
+        intervals = [self.consumers[k].interval for k in group.subscribers if k in self.consumers]
+        interval = min(intervals, default=group.interval)
+        if interval != group.interval:
+            group.interval = interval
+            group.changed.set()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60))
+        return self._session
+
+
+def _readiness_moved(slot: Slot, view: WorkerView) -> bool:
+    """Whether the status's count of ready workers for this Deployment is out of date."""
+    for entry in (slot.state.last_status or slot.body.get("status") or {}).get("nsqds") or []:
+        if isinstance(entry, Mapping) and entry.get("deployment") == view.name:
+            return bool(entry.get("readyReplicas") != view.ready_replicas)
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """A deep, plain copy of kopf's live body, safe to hand to another thread."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
