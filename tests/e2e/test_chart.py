@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -31,6 +33,9 @@ def test_helm_lint_strict_passes() -> None:
         ("rbac.create=maybe", "/rbac/create"),
         ("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0"),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("replicaCount=-1", "/replicaCount"),
+        ("leaderElection.enabled=maybe", "/leaderElection/enabled"),
+        ("leaderElection.namespace=x", "namespace"),
         ("unknownKey=1", "unknownKey"),
     ],
 )
@@ -40,11 +45,11 @@ def test_values_schema_rejects_wrong_values(setting: str, complaint: str) -> Non
     assert complaint in result.stderr
 
 
-def rendered(*sets: str) -> list[dict[str, object]]:
+def rendered(*sets: str, release: str = "nsq-operator") -> list[dict[str, object]]:
     args = [a for s in sets for a in ("--set", s)]
     out = helm(
         "template",
-        "nsq-operator",
+        release,
         str(CHART),
         "--kube-version",
         KUBE_VERSION,
@@ -58,8 +63,12 @@ def rendered(*sets: str) -> list[dict[str, object]]:
 
 def test_watching_named_namespaces_makes_a_role_per_namespace_and_no_cluster_wide_write() -> None:
     docs = rendered("watchNamespaces={team-a,team-b}")
-    roles = sorted((d["metadata"]["namespace"], d["kind"]) for d in docs if d["kind"] == "Role")  # type: ignore[index]
-    assert roles == [("team-a", "Role"), ("team-b", "Role")]
+    roles = sorted((d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Role")  # type: ignore[index]
+    assert roles == [
+        ("nsq-system", "nsq-operator-leader-election"),  # the Lease, in the release namespace only
+        ("team-a", "nsq-operator"),
+        ("team-b", "nsq-operator"),
+    ]
     for cluster_role in (d for d in docs if d["kind"] == "ClusterRole"):
         for rule in cluster_role["rules"]:  # type: ignore[attr-defined]
             assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
@@ -72,6 +81,87 @@ def test_no_rule_grants_secrets_or_wildcards() -> None:
                 assert "secrets" not in rule["resources"]
                 assert "*" not in rule["resources"]
                 assert "*" not in rule["verbs"]
+
+
+def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, [d["metadata"]["name"] for d in found]
+    return found[0]
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any] = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_by_default_two_replicas_elect_a_leader_and_roll_one_at_a_time() -> None:
+    docs: list[dict[str, Any]] = rendered()
+    spec = only(docs, "Deployment")["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    container = operator_container(docs)
+    assert "--leader-election-namespace=$(POD_NAMESPACE)" in container["args"]
+    assert "--leader-election-name=nsq-operator" in container["args"]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    assert env["POD_NAME"] == "metadata.name"
+    assert env["POD_NAMESPACE"] == "metadata.namespace"
+    budget = only(docs, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == spec["template"]["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("watch", ["", "watchNamespaces={team-a}"])
+def test_leader_election_gets_one_lease_by_name_in_the_release_namespace_only(watch: str) -> None:
+    docs: list[dict[str, Any]] = rendered(*([watch] if watch else []), release="blue")
+    lease_roles = [
+        d for d in docs
+        if d["kind"] in ("Role", "ClusterRole")
+        and any("leases" in rule["resources"] for rule in d["rules"])
+    ]  # fmt: skip
+    assert [(d["kind"], d["metadata"].get("namespace")) for d in lease_roles] == [("Role", "nsq-system")]
+    assert lease_roles[0]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["blue-nsq-operator"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    assert "--leader-election-name=blue-nsq-operator" in operator_container(docs)["args"]
+    bindings = [
+        d
+        for d in docs
+        if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == lease_roles[0]["metadata"]["name"]
+    ]
+    assert len(bindings) == 1
+    assert bindings[0]["metadata"]["namespace"] == "nsq-system"
+    assert bindings[0]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "blue-nsq-operator", "namespace": "nsq-system"}
+    ]
+
+
+def test_without_leader_election_one_replica_is_recreated_and_no_lease_is_granted() -> None:
+    docs: list[dict[str, Any]] = rendered("leaderElection.enabled=false", "replicaCount=1")
+    spec = only(docs, "Deployment")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert not any(a.startswith("--leader-election") for a in operator_container(docs)["args"])
+    assert [d for d in docs if d["kind"] == "PodDisruptionBudget"] == []
+    for role in (d for d in docs if d["kind"] in ("Role", "ClusterRole")):
+        assert all("leases" not in rule["resources"] for rule in role["rules"]), role["metadata"]["name"]
+
+
+def test_several_replicas_without_leader_election_are_refused() -> None:
+    result = helm(
+        "template", "t", str(CHART), "--kube-version", KUBE_VERSION, "--set", "leaderElection.enabled=false",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "replicaCount > 1 needs leaderElection.enabled" in result.stderr
 
 
 @pytest.mark.parametrize("watch", ["", "watchNamespaces={default}"])

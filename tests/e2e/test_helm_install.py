@@ -47,8 +47,8 @@ def test_install_creates_the_operator_with_hardened_defaults(
     kube_cluster: KubeCluster, release: Release
 ) -> None:
     deployment = kube_cluster.get_json("deployment", RELEASE, "-n", release.namespace)
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["replicas"] == 2  # a leader and a standby (leader election)
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     pod_spec = deployment["spec"]["template"]["spec"]
     assert pod_spec["serviceAccountName"] == release.service_account
     assert pod_spec["securityContext"]["runAsNonRoot"] is True
@@ -59,7 +59,8 @@ def test_install_creates_the_operator_with_hardened_defaults(
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["image"] == "nsq-operator/operator:test"
-    assert deployment["status"].get("readyReplicas") == 1  # kwok runs the pod; --wait saw it ready
+    assert "--leader-election-namespace=$(POD_NAMESPACE)" in container["args"]
+    assert deployment["status"].get("readyReplicas") == 2  # kwok runs the pods; --wait saw them ready
     crd = kube_cluster.get_json("crd", "nsqconsumers.nsqoperator.dev")
     assert crd["spec"]["names"]["shortNames"] == ["nsqc"]
 
@@ -84,6 +85,8 @@ def test_install_creates_the_operator_with_hardened_defaults(
         ("patch", "nsqconsumers.nsqoperator.dev/status", "yes"),
         ("delete", "nsqconsumers.nsqoperator.dev", "no"),
         ("create", "events", "yes"),
+        ("create", "leases.coordination.k8s.io", "no"),  # only in the release namespace (below)
+        ("update", "leases.coordination.k8s.io", "no"),
     ],
 )
 def test_service_account_has_least_privilege(
@@ -91,6 +94,32 @@ def test_service_account_has_least_privilege(
 ) -> None:
     answer = kube_cluster.kubectl("auth", "can-i", verb, resource, "-A", f"--as={release.who}", check=False)
     assert answer.stdout.strip() == allowed, (verb, resource, answer.stdout, answer.stderr)
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("create", "leases.coordination.k8s.io", "yes"),
+        ("get", f"leases.coordination.k8s.io/{RELEASE}", "yes"),
+        ("update", f"leases.coordination.k8s.io/{RELEASE}", "yes"),
+        ("get", "leases.coordination.k8s.io/someone-else", "no"),
+        ("update", "leases.coordination.k8s.io/someone-else", "no"),
+        ("delete", f"leases.coordination.k8s.io/{RELEASE}", "no"),
+        ("list", "leases.coordination.k8s.io", "no"),
+        ("watch", "leases.coordination.k8s.io", "no"),
+    ],
+)
+def test_service_account_holds_only_its_own_lease_in_the_release_namespace(
+    kube_cluster: KubeCluster, release: Release, verb: str, resource: str, allowed: str
+) -> None:
+    answer = kube_cluster.kubectl(
+        "auth", "can-i", verb, resource, "-n", release.namespace, f"--as={release.who}", check=False
+    )
+    assert answer.stdout.strip() == allowed, (verb, resource, answer.stdout, answer.stderr)
+    elsewhere = kube_cluster.kubectl(
+        "auth", "can-i", verb, resource, "-n", "default", f"--as={release.who}", check=False
+    )
+    assert elsewhere.stdout.strip() == "no", (verb, resource, elsewhere.stdout, elsewhere.stderr)
 
 
 def nsq_consumer(name: str, lookupds: list[str]) -> dict[str, Any]:
@@ -181,7 +210,7 @@ def test_a_namespaced_install_grants_rights_only_where_it_watches(kube_cluster: 
 def test_uninstall_leaves_nothing_but_the_crd(kube_cluster: KubeCluster, release: Release) -> None:
     helm("uninstall", RELEASE, "-n", release.namespace, "--wait", kubeconfig=kube_cluster.kubeconfig)
     selector = f"app.kubernetes.io/instance={RELEASE}"
-    for kind in ("deployments", "serviceaccounts", "roles", "rolebindings"):
+    for kind in ("deployments", "serviceaccounts", "roles", "rolebindings", "poddisruptionbudgets"):
         assert kube_cluster.get_json(kind, "-n", release.namespace, "-l", selector)["items"] == [], kind
     for kind in ("clusterroles", "clusterrolebindings"):
         left = [i["metadata"]["name"] for i in kube_cluster.get_json(kind, "-l", selector)["items"]]

@@ -8,171 +8,17 @@ Polls every second and grace periods of a few seconds keep each test to seconds.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from nsq_operator import naming
+from tests.integration.operators import CHANNEL, ROOT, TOPIC, Namespace, consumer, env_of, topic_everywhere
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster
-from tests.rig.procs import Process, free_port, http_ok
-from tests.rig.reporting import attach_logs
 
 pytestmark = pytest.mark.kube
-
-ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "deploy" / "crds" / "nsqconsumers.nsqoperator.dev.yaml"
-OPERATOR = Path(sys.executable).parent / "nsq-operator"
-TOPIC, CHANNEL = "orders", "billing"
-
-
-@pytest.fixture(scope="session")
-def crd(kube_cluster: KubeCluster) -> Path:
-    kube_cluster.kubectl("apply", "-f", str(CRD))
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/nsqconsumers.nsqoperator.dev"
-    )
-    return CRD
-
-
-def start_operator(kube: KubeCluster, namespace: str, log_dir: Path, name: str = "nsq-operator") -> Process:
-    """`nsq-operator run` for one namespace, waited for until its liveness endpoint answers."""
-    liveness = f"http://127.0.0.1:{free_port()}/healthz"
-    process = Process(
-        name,
-        [str(OPERATOR), "run", "--namespace", namespace, "--liveness", liveness, "--verbose"],
-        log_dir / f"{name}.log",
-        env={"KUBECONFIG": str(kube.kubeconfig), "PYTHONUNBUFFERED": "1"},
-    ).start()
-    process.wait_until(http_ok(liveness), timeout=60, what="live")
-    return process
-
-
-class Namespace:
-    """One test's namespace, its operator, and what the tests read from it through kubectl."""
-
-    def __init__(self, kube: KubeCluster, name: str, log_dir: Path) -> None:
-        self.kube = kube
-        self.name = name
-        self.log_dir = log_dir
-        self.operators: list[Process] = []
-
-    def start_operator(self) -> Process:
-        process = start_operator(self.kube, self.name, self.log_dir, f"nsq-operator-{len(self.operators)}")
-        self.operators.append(process)
-        return process
-
-    def kubectl(
-        self, *args: str, check: bool = True, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return self.kube.kubectl(*args, "-n", self.name, check=check, input=input)
-
-    def apply(self, obj: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.kubectl("apply", "-f", "-", input=json.dumps(obj), check=check)
-
-    def get(self, *args: str) -> Any:
-        return self.kube.get_json(*args, "-n", self.name)
-
-    def deployments(self, consumer: str = "orders") -> dict[str, dict[str, Any]]:
-        """The consumer's worker Deployments, by nsqd address."""
-        items = self.get("deployments", "-l", f"nsqoperator.dev/consumer={consumer}")["items"]
-        return {d["metadata"]["annotations"]["nsqoperator.dev/nsqd-address"]: d for d in items}
-
-    def uids(self) -> dict[str, str]:
-        return {address: d["metadata"]["uid"] for address, d in self.deployments().items()}
-
-    def consumer(self, name: str = "orders") -> dict[str, Any]:
-        result: dict[str, Any] = self.get("nsqconsumer", name)
-        return result
-
-    def status(self, name: str = "orders") -> dict[str, Any]:
-        result: dict[str, Any] = self.consumer(name).get("status") or {}
-        return result
-
-    def condition(self, type_: str, name: str = "orders") -> dict[str, Any]:
-        return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), {})
-
-    def missing(self) -> list[str]:
-        """nsqd addresses the status shows in their grace period."""
-        return [n["address"] for n in self.status().get("nsqds", []) if n.get("missingSince")]
-
-    def events(self, name: str = "orders") -> list[dict[str, Any]]:
-        selector = f"involvedObject.kind=NsqConsumer,involvedObject.name={name}"
-        items: list[dict[str, Any]] = self.get("events", "--field-selector", selector)["items"]
-        return items
-
-    def reasons(self, name: str = "orders") -> list[str]:
-        return [e["reason"] for e in self.events(name)]
-
-    def wait(self, predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-        self.kube.wait_for(predicate, timeout=timeout, what=what)
-
-    def wait_condition(self, type_: str, status: str, reason: str | None = None) -> None:
-        def holds() -> bool:
-            found = self.condition(type_)
-            return found.get("status") == status and (reason is None or found.get("reason") == reason)
-
-        self.wait(holds, f"{type_}={status}" + (f" ({reason})" if reason else ""))
-
-
-@pytest.fixture
-def ns(
-    crd: Path, kube_cluster: KubeCluster, kube_namespace: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Namespace]:
-    """A namespace with one operator watching it."""
-    attach_logs(request, [tmp_path / "operator"])
-    with operated(kube_cluster, kube_namespace, tmp_path / "operator") as namespace:
-        yield namespace
-
-
-@contextmanager
-def operated(kube: KubeCluster, name: str, log_dir: Path) -> Iterator[Namespace]:
-    """The namespace with an operator watching it until the block ends."""
-    namespace = Namespace(kube, name, log_dir)
-    namespace.start_operator()
-    try:
-        yield namespace
-    finally:
-        # Delete the consumers while an operator still runs, so it releases its finalizer and the
-        # namespace can go.
-        namespace.kubectl("delete", "nsqconsumers", "--all", "--timeout=30s", check=False)
-        for process in namespace.operators:
-            process.stop()
-
-
-def consumer(lookupd: list[str], name: str = "orders", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "nsqoperator.dev/v1alpha1",
-        "kind": "NsqConsumer",
-        "metadata": {"name": name},
-        "spec": {
-            "topic": TOPIC,
-            "channel": CHANNEL,
-            "lookupd": {"httpAddresses": lookupd, "pollIntervalSeconds": 1},
-            "nsqdRemovalGraceSeconds": 2,
-            **spec,
-        },
-    }
-
-
-def topic_everywhere(nsq: NsqCluster) -> list[str]:
-    for nsqd in nsq.nsqds:
-        nsqd.create_topic(TOPIC)
-    addresses = sorted(n.tcp_address for n in nsq.nsqds)
-    nsq.wait_for_producers(TOPIC, addresses)
-    return addresses
-
-
-def env_of(deployment: dict[str, Any]) -> dict[str, str]:
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e.get("value", "") for e in container["env"]}
 
 
 def test_one_worker_deployment_per_nsqd_follows_lookupd(ns: Namespace, nsq_cluster: NsqCluster) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_operator_kube import CRD, Namespace, operated
+from tests.integration.operators import CRD, Namespace, operated
 from tests.reliability.support import Row, Sizes, git_commit, mode, sizes, write_row
 from tests.rig.kube import KubeCluster
 from tests.rig.reporting import attach_logs

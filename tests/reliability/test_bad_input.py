@@ -23,7 +23,7 @@ import pytest
 
 from nsq_operator import manifests, naming
 from tests.conftest import Images
-from tests.integration.test_operator_kube import TOPIC, Namespace, consumer
+from tests.integration.operators import TOPIC, Namespace, consumer
 from tests.reliability.conftest import install_crd
 from tests.reliability.support import Row
 from tests.rig import hostnet

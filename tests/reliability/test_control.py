@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from nsq_operator import naming
-from tests.integration.test_operator_kube import TOPIC, Namespace, consumer, topic_everywhere
+from tests.integration.operators import TOPIC, Namespace, consumer, topic_everywhere
 from tests.reliability.support import Api, FakeProducer, Row, Sizes, address_of, close_all, wait_until
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster, Nsqd

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_operator_kube import Namespace, consumer
+from tests.integration.operators import Namespace, consumer
 from tests.reliability.support import (
     Api,
     FakeProducer,

@@ -99,5 +99,3 @@ def test_no_answers_means_unknown_producers_not_none_of_them() -> None:
     assert not lookup.reachable
     assert lookup.producers is None
     assert Lookup((Producers("a", frozenset()),)).producers == frozenset()
-
-

@@ -328,3 +328,21 @@ def test_unusual_addresses_render(address: str) -> None:
     body = render(address=address)
     assert env(body)["NSQD_TCP_ADDRESS"] == address
     assert len(body["metadata"]["name"]) <= 63
+
+
+def test_an_autoscalers_replicas_are_left_out_and_its_pause_is_marked() -> None:
+    external = consumer(replicasOwner="External")
+    assert "replicas" not in render(external)["spec"]
+    raw = {
+        "topic": "t",
+        "channel": "c",
+        "lookupd": {"httpAddresses": ["http://l:4161"]},
+        "paused": True,
+        "worker": {"replicasOwner": "External"},
+    }
+    paused = parse(raw)
+    assert isinstance(paused, ConsumerSpec)
+    assert render(paused)["spec"]["replicas"] == 0
+    assert render(paused)["metadata"]["annotations"]["nsqoperator.dev/paused"] == "true"
+    assert manifests.fingerprint(OWNER, paused, ADDRESS) != manifests.fingerprint(OWNER, external, ADDRESS)
+    assert "nsqoperator.dev/paused" not in render(consumer())["metadata"]["annotations"]

@@ -9,7 +9,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsq_operator.plan import Create, Delete, NsqdRecord, Plan, Scale, Target, Update, Worker, plan
+from nsq_operator.plan import (
+    UPDATE_CHANGED,
+    UPDATE_DRIFTED,
+    Create,
+    Delete,
+    NsqdRecord,
+    Plan,
+    Scale,
+    Target,
+    Update,
+    Worker,
+    plan,
+)
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=300)
@@ -20,7 +32,7 @@ def name(address: str) -> str:
     return f"c-{address.replace('.', '-').replace(':', '-')}"
 
 
-def target(replicas: int = 1, fingerprint: str = "fp1") -> Target:
+def target(replicas: int | None = 1, fingerprint: str = "fp1") -> Target:
     return Target(name=name, fingerprint=lambda _address: fingerprint, replicas=replicas)
 
 
@@ -54,6 +66,20 @@ def test_a_new_nsqd_gets_a_worker() -> None:
 
 def test_nothing_to_do_when_every_nsqd_has_its_worker() -> None:
     assert run([A, B], [worker(A), worker(B)]).actions == ()
+
+
+def test_a_drifted_worker_is_rewritten_and_says_why() -> None:
+    drifted = Worker(name(A), A, "fp1", 1, drifted=True)
+    assert run([A], [drifted]).actions == (Update(name(A), A, 1, UPDATE_DRIFTED),)
+    assert run([A], [worker(A, fingerprint="old")]).actions == (Update(name(A), A, 1, UPDATE_CHANGED),)
+
+
+def test_replicas_owned_by_an_autoscaler_are_never_planned() -> None:
+    """With `replicas=None` the count is someone else's: no Scale, and creates carry no count."""
+    scaled = Worker(name(A), A, "fp1", 7)
+    assert run([A, B], [scaled], replicas=None).actions == (Create(name(B), B, None),)
+    drifted = Worker(name(A), A, "fp1", 7, drifted=True)
+    assert run([A], [drifted], replicas=None).actions == (Update(name(A), A, None, UPDATE_DRIFTED),)
 
 
 def test_no_producers_and_no_workers_is_a_quiet_plan() -> None:
@@ -199,7 +225,7 @@ def test_planning_is_idempotent_and_safe(
         if isinstance(action, Delete):
             after.pop(action.address)
         else:
-            after[action.address] = Worker(action.name, action.address, "fp1", action.replicas)
+            after[action.address] = Worker(action.name, action.address, "fp1", action.replicas or 0)
     again = plan(producers, after.values(), {r.address: r for r in first.nsqds}, target(replicas), NOW, GRACE)
     assert again.actions == ()
 

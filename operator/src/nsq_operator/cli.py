@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         # The chart's logLevel arrives as NSQ_OPERATOR_LOG_LEVEL (debug, info, warning, error).
         level = os.environ.get("NSQ_OPERATOR_LOG_LEVEL", "info").upper()
         logging.getLogger().setLevel(getattr(logging, level, logging.INFO))
+    if not args.debug:
+        # kopf says "Handler ... succeeded" for every watch event of every Deployment: noise at scale.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     host, port = _health_address(args.liveness)
     options = Options(
         health_host=host,

@@ -22,6 +22,7 @@ from typing import Any
 from nsq_operator import naming
 from nsq_operator.resource import (
     ANNOTATION_NSQD_ADDRESS,
+    ANNOTATION_PAUSED,
     ANNOTATION_SPEC_HASH,
     API_VERSION,
     KIND,
@@ -34,7 +35,7 @@ from nsq_operator.resource import (
     MANAGER,
     WORKER_APP,
 )
-from nsq_operator.spec import ConsumerSpec
+from nsq_operator.spec import REPLICAS_OWNER_EXTERNAL, ConsumerSpec
 
 CONTAINER_NAME = "worker"
 RUN_AS = 10001  # the worker image's non-root user
@@ -133,7 +134,7 @@ def _render(owner: Owner, spec: ConsumerSpec, address: str) -> dict[str, Any]:
             "name": naming.worker_name(owner.name, address),
             "namespace": owner.namespace,
             "labels": labels(owner.name),
-            "annotations": {ANNOTATION_NSQD_ADDRESS: address},
+            "annotations": {ANNOTATION_NSQD_ADDRESS: address, **_paused_mark(spec)},
             "ownerReferences": [
                 {
                     "apiVersion": API_VERSION,
@@ -158,6 +159,13 @@ def _render(owner: Owner, spec: ConsumerSpec, address: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def _paused_mark(spec: ConsumerSpec) -> dict[str, str]:
+    """An autoscaler's Deployment paused at 0 says so, so that resuming changes its fingerprint."""
+    if spec.paused and spec.worker.replicas_owner == REPLICAS_OWNER_EXTERNAL:
+        return {ANNOTATION_PAUSED: "true"}
+    return {}
 
 
 def worker_env(spec: ConsumerSpec, address: str) -> list[dict[str, Any]]:

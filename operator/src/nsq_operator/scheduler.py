@@ -165,6 +165,14 @@ class Scheduler:
         view = live.view(body)
         slot = self.consumers.get(view.key)
         where = (view.namespace, view.name)
+        if slot is not None:
+            recent = slot.recent.get(view.name)
+            if (
+                recent is not None
+                and recent.uid == view.uid
+                and (deleted or view.generation >= recent.generation)
+            ):
+                del slot.recent[view.name]  # the watch has caught up with what was written
         if deleted:
             self.verdicts.pop(where, None)
             if slot is not None:

@@ -41,6 +41,11 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* The leader-election Lease: one per release, so two releases in one namespace never share it. */}}
+{{- define "nsq-operator.leaseName" -}}
+{{- include "nsq-operator.fullname" . }}
+{{- end }}
+
 {{/*
 The namespaced rights the operator needs wherever it watches NsqConsumers: read them and write their
 status, own their worker Deployments, and record events. It lists its workers' pods and their
