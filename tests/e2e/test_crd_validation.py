@@ -75,6 +75,38 @@ BAD = [
     ("auth without a secret", changed("spec.worker", {"auth": {"key": "secret"}}), "secretName"),
     ("unknown field", changed("spec.topics", ["a"]), "spec.topics"),
     ("name too long for a label", changed("metadata.name", "n" * 64), "63"),
+    ("pod label key with a space", changed("spec.worker", {"podLabels": {"my team": "a"}}), "podLabels keys"),
+    ("pod label key too long", changed("spec.worker", {"podLabels": {"k" * 64: "a"}}), "podLabels keys"),
+    ("pod label value with a slash", changed("spec.worker", {"podLabels": {"team": "a/b"}}), "podLabels"),
+    ("pod label value too long", changed("spec.worker", {"podLabels": {"team": "v" * 64}}), "podLabels"),
+    (
+        "annotation key with a colon",
+        changed("spec.worker", {"podAnnotations": {"a:b": "x"}}),
+        "podAnnotations keys",
+    ),
+    ("node selector key bad", changed("spec.worker", {"nodeSelector": {"-zone": "a"}}), "nodeSelector keys"),
+    (
+        "cpu that is not a quantity",
+        changed("spec.worker", {"resources": {"limits": {"cpu": "one"}}}),
+        "spec.worker.resources.limits.cpu",
+    ),
+    (
+        "memory that is not a quantity",
+        changed("spec.worker", {"resources": {"requests": {"memory": "256MB"}}}),
+        "spec.worker.resources.requests.memory",
+    ),
+    ("replicas owner unknown", changed("spec.worker", {"replicasOwner": "HPA"}), "spec.worker.replicasOwner"),
+]
+
+# What the schema must let through: the shapes people really write.
+GOOD_TOO = [
+    changed("spec.worker", {"podLabels": {"app.kubernetes.io/part-of": "billing", "team": ""}}),
+    changed("spec.worker", {"podAnnotations": {"prometheus.io/scrape": "true", "note": "any text: at all"}}),
+    changed("spec.worker", {"nodeSelector": {"kubernetes.io/arch": "amd64"}}),
+    changed(
+        "spec.worker", {"resources": {"limits": {"cpu": "500m", "memory": "1Gi"}, "requests": {"cpu": 1}}}
+    ),
+    changed("spec.worker", {"resources": {"limits": {"cpu": "0.5", "memory": "1e9"}}}),
 ]
 
 
@@ -103,3 +135,13 @@ def test_a_bad_consumer_is_refused_naming_the_field(
     )
     assert result.returncode != 0, f"{case}: accepted"
     assert names in result.stderr, f"{case}: {result.stderr}"
+
+
+@pytest.mark.parametrize("body", GOOD_TOO, ids=range(len(GOOD_TOO)))
+def test_valid_labels_annotations_and_quantities_are_accepted(
+    crd: Path, kube_cluster: KubeCluster, kube_namespace: str, body: dict[str, Any]
+) -> None:
+    result = kube_cluster.kubectl(
+        "apply", "--dry-run=server", "-n", kube_namespace, "-f", "-", input=json.dumps(body), check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -6,12 +6,14 @@ import json
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.operators import CRD
 from tests.rig.helm import CHART, helm
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster
@@ -136,12 +138,11 @@ def nsq_consumer(name: str, lookupds: list[str]) -> dict[str, Any]:
     }
 
 
-def test_operator_reconciles_end_to_end_with_its_service_account_token(
-    kube_cluster: KubeCluster, release: Release, kube_namespace: str, nsq_cluster: NsqCluster,
-    tmp_path: Path, request: pytest.FixtureRequest,
-) -> None:  # fmt: skip
-    for nsqd in nsq_cluster.nsqds:
-        nsqd.create_topic("helm", "e2e")
+@contextmanager
+def operator_as(
+    kube_cluster: KubeCluster, release: Release, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Process]:
+    """`nsq-operator run` with nothing but the chart's ServiceAccount token, until the block ends."""
     token_config = kube_cluster.service_account_kubeconfig(
         release.namespace, release.service_account, tmp_path / "operator-kubeconfig"
     )
@@ -154,29 +155,38 @@ def test_operator_reconciles_end_to_end_with_its_service_account_token(
     attach_logs(request, [tmp_path / "operator.log"])
     try:
         operator.wait_until(http_ok(liveness), timeout=60, what="live")
-        kube_cluster.kubectl(
-            "apply",
-            "-n",
-            kube_namespace,
-            "-f",
-            "-",
-            input=json.dumps(nsq_consumer("orders", nsq_cluster.lookupd_http_urls)),
-        )
-
-        def reconciled() -> bool:
-            status = kube_cluster.get_json("nsqc", "orders", "-n", kube_namespace).get("status", {})
-            return bool(status.get("nsqdCount") == 2 and status.get("readyWorkers") == 2)
-
-        kube_cluster.wait_for(reconciled, timeout=60, what="two ready workers in the status")
-        deployments = kube_cluster.get_json(
-            "deployments", "-n", kube_namespace, "-l", "nsqoperator.dev/consumer=orders"
-        )["items"]
-        assert len(deployments) == 2
-        events = kube_cluster.get_json("events", "-n", kube_namespace)["items"]
-        assert any(e["involvedObject"]["name"] == "orders" for e in events)
-        assert "Forbidden" not in operator.log_path.read_text()
+        yield operator
     finally:
         operator.stop()
+
+
+def reconciled(kube_cluster: KubeCluster, namespace: str) -> None:
+    def ready() -> bool:
+        status = kube_cluster.get_json("nsqc", "orders", "-n", namespace).get("status", {})
+        return bool(status.get("nsqdCount") == 2 and status.get("readyWorkers") == 2)
+
+    kube_cluster.wait_for(ready, timeout=60, what="two ready workers in the status")
+
+
+def test_operator_reconciles_end_to_end_with_its_service_account_token(
+    kube_cluster: KubeCluster, release: Release, kube_namespace: str, nsq_cluster: NsqCluster,
+    tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    for nsqd in nsq_cluster.nsqds:
+        nsqd.create_topic("helm", "e2e")
+    try:
+        with operator_as(kube_cluster, release, tmp_path, request) as operator:
+            body = json.dumps(nsq_consumer("orders", nsq_cluster.lookupd_http_urls))
+            kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=body)
+            reconciled(kube_cluster, kube_namespace)
+            deployments = kube_cluster.get_json(
+                "deployments", "-n", kube_namespace, "-l", "nsqoperator.dev/consumer=orders"
+            )["items"]
+            assert len(deployments) == 2
+            events = kube_cluster.get_json("events", "-n", kube_namespace)["items"]
+            assert any(e["involvedObject"]["name"] == "orders" for e in events)
+            assert "Forbidden" not in operator.log_path.read_text()
+    finally:
         kube_cluster.kubectl("delete", "nsqc", "orders", "-n", kube_namespace, "--wait=false", check=False)
 
 
@@ -207,7 +217,18 @@ def test_a_namespaced_install_grants_rights_only_where_it_watches(kube_cluster: 
         helm("uninstall", "scoped", "-n", home, kubeconfig=kube_cluster.kubeconfig, check=False)
 
 
-def test_uninstall_leaves_nothing_but_the_crd(kube_cluster: KubeCluster, release: Release) -> None:
+def test_uninstall_leaves_nothing_but_the_crd_which_then_deletes_without_an_operator(
+    kube_cluster: KubeCluster, release: Release, kube_namespace: str, nsq_cluster: NsqCluster,
+    tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    for nsqd in nsq_cluster.nsqds:
+        nsqd.create_topic("helm", "e2e")
+    with operator_as(kube_cluster, release, tmp_path, request):
+        body = json.dumps(nsq_consumer("orders", nsq_cluster.lookupd_http_urls))
+        kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=body)
+        reconciled(kube_cluster, kube_namespace)
+    assert not kube_cluster.get_json("nsqc", "orders", "-n", kube_namespace)["metadata"].get("finalizers")
+
     helm("uninstall", RELEASE, "-n", release.namespace, "--wait", kubeconfig=kube_cluster.kubeconfig)
     selector = f"app.kubernetes.io/instance={RELEASE}"
     for kind in ("deployments", "serviceaccounts", "roles", "rolebindings", "poddisruptionbudgets"):
@@ -216,3 +237,22 @@ def test_uninstall_leaves_nothing_but_the_crd(kube_cluster: KubeCluster, release
         left = [i["metadata"]["name"] for i in kube_cluster.get_json(kind, "-l", selector)["items"]]
         assert left == [], kind
     assert kube_cluster.kubectl("get", "crd", "nsqconsumers.nsqoperator.dev", check=False).returncode == 0
+
+    # With the operator gone and a consumer still there, the CRD deletes (no finalizer holds it),
+    # and garbage collection removes the consumer's Deployments.
+    try:
+        kube_cluster.kubectl("delete", "crd", "nsqconsumers.nsqoperator.dev", "--timeout=60s")
+        kube_cluster.wait_for(
+            lambda: (
+                not kube_cluster.get_json(
+                    "deployments", "-n", kube_namespace, "-l", "nsqoperator.dev/consumer=orders"
+                )["items"]
+            ),
+            timeout=60,
+            what="the consumer's Deployments garbage-collected",
+        )
+    finally:  # the other tests of the session still need it
+        kube_cluster.kubectl("apply", "-f", str(CRD))
+        kube_cluster.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd/nsqconsumers.nsqoperator.dev"
+        )

@@ -20,7 +20,7 @@ from nsq_operator.spec import ConsumerSpec
 ConsumerKey = tuple[str, str]  # (namespace, name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerView:
     """One worker Deployment, as much of it as the operator needs."""
 

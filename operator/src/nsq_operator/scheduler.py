@@ -304,11 +304,12 @@ class Scheduler:
 
     async def _reconcile(self, slot: Slot) -> None:
         loop = asyncio.get_running_loop()
+        views = self._views(slot)
         inputs = reconcile.Inputs(
             body=slot.body,
             lookup=self._lookup(slot),
-            workers=self._views(slot),
-            drifted=self._drifted(slot),
+            workers=views,
+            drifted=self._drifted(slot.key[0], views),
             now=datetime.now(UTC),
             deadline=time.monotonic() + RECONCILE_DEADLINE,
             still_wanted=lambda: self.leader and self.consumers.get(slot.key) is slot,
@@ -371,11 +372,10 @@ class Scheduler:
                 del slot.recent[name]
         return list(views.values())
 
-    def _drifted(self, slot: Slot) -> frozenset[str]:
-        namespace = slot.key[0]
+    def _drifted(self, namespace: str, views: Iterable[WorkerView]) -> frozenset[str]:
         return frozenset(
             view.name
-            for view in self._views(slot)
+            for view in views
             if self.verdicts.get((namespace, view.name)) == (view.generation, True)
         )
 

@@ -34,14 +34,28 @@ class Operator:
     kube: KubeCluster
     namespace: str
 
-    def pod(self) -> dict[str, Any]:
+    def pods(self) -> list[dict[str, Any]]:
+        """The operator's pods that are not being deleted (the chart runs two)."""
         pods = self.kube.get_json(
             "pods", "-n", self.namespace, "-l", f"app.kubernetes.io/instance={OPERATOR_RELEASE}"
         )["items"]
-        running: list[dict[str, Any]] = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-        if len(running) != 1:
-            raise RigError(f"expected one operator pod, found {[p['metadata']['name'] for p in pods]}")
-        return running[0]
+        return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+    def holder(self) -> str:
+        """The pod name the leader Lease names (its identity is `<pod>/<pid>`), '' when none."""
+        lease = self.kube.get_json("lease", OPERATOR_RELEASE, "-n", self.namespace)
+        return str(lease["spec"].get("holderIdentity") or "").split("/")[0]
+
+    def pod(self) -> dict[str, Any]:
+        """The leader's pod."""
+        holder = self.holder()
+        pods = self.pods()
+        leading = [p for p in pods if p["metadata"]["name"] == holder]
+        if len(leading) != 1:
+            raise RigError(
+                f"no operator pod holds the Lease ({holder!r}); pods: {[p['metadata']['name'] for p in pods]}"
+            )
+        return leading[0]
 
     def logs(self) -> str:
         name = self.pod()["metadata"]["name"]

@@ -7,6 +7,10 @@ ServiceAccount token (no kubeconfig anywhere), and the kubelet runs its probes.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
 from tests.conftest import USER_IMAGE, Images
@@ -15,6 +19,7 @@ from tests.e2e.node.support import (
     apply,
     channel_empty,
     consumer,
+    container_pids,
     container_status,
     metric,
     publish,
@@ -80,3 +85,68 @@ def test_worker_pods_consume_every_message_from_real_nsqd(
         return bool(status.get("readyWorkers") == 2 and status.get("nsqdCount") == 2)
 
     kube_cluster.wait_for(reported, timeout=30, what="the NsqConsumer reporting 2 ready workers")
+
+
+LEASE_DURATION = 15.0
+
+
+@pytest.mark.parametrize("pod_nsq", [{"nsqd": 2}], indirect=True)
+@pytest.mark.parametrize("how", ["delete", "sigkill"])
+def test_the_standby_pod_takes_over_while_producers_come_and_go(
+    kube_cluster: KubeCluster, operator_pod: Operator, worker_ns: str, pod_nsq: NsqCluster,
+    node_images: Images, real_node: RealNode, how: str,
+) -> None:  # fmt: skip
+    """Two operator pods; the leader's is deleted (or its process SIGKILLed on the node) while an nsqd
+    joins and one leaves: the standby takes over within the lease and ends with one worker per nsqd."""
+    kube_cluster.wait_for(lambda: len([p for p in operator_pod.pods() if ready(p)]) == 2, timeout=120,
+                          what="two ready operator pods")  # fmt: skip
+    topic = f"failover-{how}"
+    for nsqd in pod_nsq.nsqds:
+        nsqd.create_topic(topic, "pods")
+    apply(kube_cluster, worker_ns, consumer("orders", pod_nsq, topic, worker={"image": node_images.worker}))
+    wait_ready_pods(kube_cluster, worker_ns, "orders", count=2)
+    leader_pod = operator_pod.pod()
+    leader = leader_pod["metadata"]["name"]
+
+    joined = pod_nsq.add_nsqd()
+    joined.create_topic(topic, "pods")
+    left = pod_nsq.nsqds[0]
+    left.stop()
+    started = time.monotonic()
+    if how == "delete":
+        kube_cluster.kubectl("delete", "pod", leader, "-n", operator_pod.namespace, "--wait=false")
+    else:
+        for pid in container_pids(real_node, leader_pod):
+            os.kill(pid, signal.SIGKILL)
+
+    def taken_over() -> bool:
+        holder = operator_pod.holder()
+        return bool(holder) and holder != leader
+
+    if how == "delete":
+        kube_cluster.wait_for(taken_over, timeout=LEASE_DURATION + 10, what="the standby holding the Lease")
+    else:  # the kubelet restarts the killed container in its pod, which may win the Lease back
+        kube_cluster.wait_for(
+            lambda: operator_pod.holder() != "", timeout=LEASE_DURATION + 10, what="a leader"
+        )
+    took = time.monotonic() - started
+    assert took <= LEASE_DURATION + 7, f"no leader for {took:.1f} s"
+
+    wanted = sorted(n.tcp_address for n in pod_nsq.nsqds if n is not left)
+
+    def one_per_nsqd() -> bool:
+        deployments = kube_cluster.get_json(
+            "deployments", "-n", worker_ns, "-l", "nsqoperator.dev/consumer=orders"
+        )["items"]
+        return (
+            sorted(d["metadata"]["annotations"]["nsqoperator.dev/nsqd-address"] for d in deployments)
+            == wanted
+        )
+
+    kube_cluster.wait_for(one_per_nsqd, timeout=60, what="one Deployment per nsqd after the failover")
+    wait_ready_pods(kube_cluster, worker_ns, "orders", count=len(wanted))
+    events = kube_cluster.get_json("events", "-n", worker_ns)["items"]
+    created = [
+        e for e in events if e["reason"] == "DeploymentCreated" and e["involvedObject"]["name"] == "orders"
+    ]
+    assert len(created) == 3, [e["message"] for e in created]  # two at first, one for the newcomer

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,21 @@ def test_a_worker_that_keeps_crashing_is_reported_from_its_pods_real_status(
                  if c["type"] == "Ready")  # fmt: skip
     assert ready["status"] == "False"
     assert ready["reason"] == "WorkersFailing"
+
+    # Restarts go on; the warning does not repeat with each (events are for changes).
+    restarts = container_status(pod)["restartCount"]
+    kube_cluster.wait_for(
+        lambda: container_status(pods(kube_cluster, worker_ns, "crashy")[0])["restartCount"] > restarts,
+        timeout=120,
+        what="another restart of the crashing worker",
+    )
+    time.sleep(2)  # a reconcile after that restart
+    failing = [
+        e for e in kube_cluster.get_json("events", "-n", worker_ns)["items"]
+        if e["reason"] == "WorkerFailing" and e["involvedObject"]["name"] == "crashy"
+        and "CrashLoopBackOff" in e["message"]
+    ]  # fmt: skip
+    assert sum(int(e.get("count") or 1) for e in failing) == 1, [e["message"] for e in failing]
 
 
 @pytest.mark.parametrize("how", ["nsqd-leaves", "paused", "deleted"])
