@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.operators import install_crd
 from tests.rig.kube import KubeCluster
-from tests.rig.tools import PROJECT_ROOT
-
-CRD = PROJECT_ROOT / "deploy" / "crds" / "nsqconsumers.nsqoperator.dev.yaml"
 
 GOOD: dict[str, Any] = {
     "apiVersion": "nsqoperator.dev/v1alpha1",
@@ -112,11 +110,7 @@ GOOD_TOO = [
 
 @pytest.fixture(scope="module")
 def crd(kube_cluster: KubeCluster) -> Path:
-    kube_cluster.kubectl("apply", "-f", str(CRD))
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/nsqconsumers.nsqoperator.dev"
-    )
-    return CRD
+    return install_crd(kube_cluster)
 
 
 def test_the_good_consumer_is_accepted(crd: Path, kube_cluster: KubeCluster, kube_namespace: str) -> None:

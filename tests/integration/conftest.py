@@ -7,18 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.operators import CRD, Namespace, operated
+from tests.integration.operators import Namespace, install_crd, operated
 from tests.rig.kube import KubeCluster
 from tests.rig.reporting import attach_logs
 
 
 @pytest.fixture(scope="session")
 def crd(kube_cluster: KubeCluster) -> Path:
-    kube_cluster.kubectl("apply", "-f", str(CRD))
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/nsqconsumers.nsqoperator.dev"
-    )
-    return CRD
+    return install_crd(kube_cluster)
 
 
 @pytest.fixture

@@ -25,6 +25,13 @@ OPERATOR = Path(sys.executable).parent / "nsq-operator"
 TOPIC, CHANNEL = "orders", "billing"
 
 
+def install_crd(kube: KubeCluster) -> Path:
+    """Apply the NsqConsumer CRD from deploy/crds and wait until the API server serves it."""
+    kube.kubectl("apply", "-f", str(CRD))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/nsqconsumers.nsqoperator.dev")
+    return CRD
+
+
 class Operator(Process):
     """An `nsq-operator run` process, and the base URL of its /healthz, /readyz and /metrics."""
 

@@ -28,8 +28,10 @@ def leader_of(ns: Namespace) -> Operator:
     return leading()[0]
 
 
-def test_the_standby_takes_over_when_the_leader_is_killed(ns: Namespace, nsq_cluster: NsqCluster) -> None:
-    for process in ns.operators:  # the fixture's operator runs without election
+def two_operators_electing(ns: Namespace, nsq_cluster: NsqCluster) -> tuple[list[str], Operator, Operator]:
+    """Two operators sharing a Lease in place of the fixture's lone one, a consumer reconciled by them;
+    the nsqd addresses, the leader and the standby."""
+    for process in ns.operators:
         process.stop()
     ns.operators.clear()
     election = ("--leader-election-namespace", ns.name)
@@ -39,7 +41,11 @@ def test_the_standby_takes_over_when_the_leader_is_killed(ns: Namespace, nsq_clu
     ns.apply(consumer(nsq_cluster.lookupd_http_urls))
     ns.wait(lambda: sorted(ns.deployments()) == addresses, "a Deployment per nsqd")
     first = leader_of(ns)
-    standby = next(p for p in ns.operators if p is not first)
+    return addresses, first, next(p for p in ns.operators if p is not first)
+
+
+def test_the_standby_takes_over_when_the_leader_is_killed(ns: Namespace, nsq_cluster: NsqCluster) -> None:
+    addresses, first, standby = two_operators_electing(ns, nsq_cluster)
     assert standby.metrics()["nsq_operator_leader"] == 0
     lease = ns.get("lease", "nsq-operator")
     assert lease["spec"]["holderIdentity"].endswith(f"/{first.pid}")
@@ -47,11 +53,11 @@ def test_the_standby_takes_over_when_the_leader_is_killed(ns: Namespace, nsq_clu
     # A producer joins and one leaves just before the leader dies without a word.
     joined = nsq_cluster.add_nsqd()
     joined.create_topic(TOPIC)
+    left = nsq_cluster.nsqds[0].tcp_address
     nsq_cluster.nsqds[0].stop()
-    left = addresses[0]
     first.kill()
     killed = time.monotonic()
-    expected = sorted([*addresses[1:], joined.tcp_address])
+    expected = sorted([*(a for a in addresses if a != left), joined.tcp_address])
     ns.wait(
         lambda: sorted(ns.deployments()) == expected,
         "the standby following lookupd",
@@ -68,17 +74,7 @@ def test_the_standby_takes_over_when_the_leader_is_killed(ns: Namespace, nsq_clu
 
 
 def test_a_clean_stop_hands_the_lease_over_at_once(ns: Namespace, nsq_cluster: NsqCluster) -> None:
-    for process in ns.operators:
-        process.stop()
-    ns.operators.clear()
-    election = ("--leader-election-namespace", ns.name)
-    ns.start_operator(*election)
-    ns.start_operator(*election)
-    addresses = topic_everywhere(nsq_cluster)
-    ns.apply(consumer(nsq_cluster.lookupd_http_urls))
-    ns.wait(lambda: sorted(ns.deployments()) == addresses, "a Deployment per nsqd")
-    first = leader_of(ns)
-    standby = next(p for p in ns.operators if p is not first)
+    _, first, standby = two_operators_electing(ns, nsq_cluster)
     first.stop()  # SIGTERM: the leader releases its Lease on the way out
     stopped = time.monotonic()
     ns.wait(lambda: standby.metrics().get("nsq_operator_leader") == 1, "the standby leading", timeout=15)
