@@ -71,6 +71,7 @@ def test_the_standby_takes_over_when_the_leader_is_killed(ns: Namespace, nsq_clu
     # One Deployment per nsqd, none made twice.
     created = [e for e in ns.events() if e["reason"] == "DeploymentCreated"]
     assert len(created) == len(addresses) + 1, [e["message"] for e in created]
+    assert "LookupdFailed" not in ns.reasons()  # the new leader waited for its own first answers
 
 
 def test_a_clean_stop_hands_the_lease_over_at_once(ns: Namespace, nsq_cluster: NsqCluster) -> None:

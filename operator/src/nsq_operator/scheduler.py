@@ -210,6 +210,7 @@ class Scheduler:
             if group.task is not None:
                 group.task.cancel()
                 group.task = None
+            group.answer = None  # a standby's answers would be stale by the time it leads again
 
     # -- health and figures ------------------------------------------------------------------------
 
@@ -247,6 +248,7 @@ class Scheduler:
 
     def _start(self, slot: Slot) -> None:
         if slot.task is None or slot.task.done():
+            slot.since = time.monotonic()  # its first reconcile waits for fresh answers from now
             slot.task = asyncio.get_running_loop().create_task(
                 self._consume(slot), name=f"consumer {slot.key}"
             )
@@ -280,7 +282,7 @@ class Scheduler:
     async def _consume(self, slot: Slot) -> None:
         """Reconcile one consumer whenever there is news, and at least once per interval."""
         while True:
-            waited = max(0.0, slot.last_reconcile + slot.interval + MAX_LOOKUP_DEADLINE - time.monotonic())
+            waited = max(0.0, self._overdue_at(slot) - time.monotonic())
             try:
                 await asyncio.wait_for(slot.wake.wait(), waited)
                 due = slot.nudged or time.monotonic() - slot.last_reconcile >= 0.9 * slot.interval
@@ -295,12 +297,17 @@ class Scheduler:
             slot.nudged = False
             await self._reconcile(slot)
 
+    def _overdue_at(self, slot: Slot) -> float:
+        """When a reconcile is due even with no news: one interval and one lookup deadline after the
+        last, or, before the first, once the first answers are overdue."""
+        if slot.last_reconcile == -math.inf:
+            return slot.since + START_JITTER + MAX_LOOKUP_DEADLINE
+        return slot.last_reconcile + slot.interval + MAX_LOOKUP_DEADLINE
+
     def _answered(self, slot: Slot) -> bool:
         """Whether each lookupd has answered once, or the first answers are overdue (then go on)."""
         groups = [self.groups[k] for k in slot.groups if k in self.groups]
-        if all(g.answer is not None for g in groups):
-            return True
-        return time.monotonic() - slot.since > START_JITTER + max((g.deadline for g in groups), default=0)
+        return all(g.answer is not None for g in groups) or time.monotonic() >= self._overdue_at(slot)
 
     async def _reconcile(self, slot: Slot) -> None:
         loop = asyncio.get_running_loop()
