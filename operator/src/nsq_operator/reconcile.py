@@ -143,8 +143,8 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
     try:
         for action in planned.actions:
             _check(inputs)
-            result, problem = _execute(kube, owner, spec, action, by_name)
-            if isinstance(result, dict):
+            result, changed, problem = _execute(kube, owner, spec, action, by_name)
+            if result is not None:
                 written.append(result)
             if isinstance(action, Delete) and problem is None and action.name in by_name:
                 deleted.append(by_name[action.name].uid)
@@ -152,9 +152,7 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
                 failures.append(problem)
                 if isinstance(action, Delete) and action.address and action.address in records:
                     kept[action.address] = records[action.address]  # keep its grace clock for the retry
-            if (result is not None and problem is None) or (
-                problem is not None and problem not in state.failures
-            ):
+            if changed or (problem is not None and problem not in state.failures):
                 emitted.append(events.for_action(action, problem))
     except _NotWantedError:
         log.info("%s/%s: being deleted; stopping this reconcile", owner.namespace, owner.name)
@@ -230,35 +228,36 @@ def _execute(
     spec: ConsumerSpec,
     action: Action,
     existing: Mapping[str, live.WorkerView],
-) -> tuple[dict[str, Any] | bool | None, str | None]:
-    """Carry out one action: what it wrote (the Deployment, True for a delete, None when nothing changed)
-    and the error as a sentence if it failed.
+) -> tuple[dict[str, Any] | None, bool, str | None]:
+    """Carry out one action: the Deployment as the API returned it (None for a delete or a failure),
+    whether this changed anything (worth an event), and the error as a sentence if it failed.
 
-    A create that meets an existing Deployment of this consumer (live state had not seen it yet)
-    applies instead; one that meets somebody else's is reported, never taken over.
+    A create that meets an existing Deployment of this consumer (live state had not seen it yet, or
+    a second operator made it) applies instead, and is not news; one that meets somebody else's is
+    reported, never taken over.
     """
-    result: dict[str, Any] | bool | None = True
+    written: dict[str, Any] | None = None
+    changed = True
     try:
         match action:
             case Create():
                 desired = manifests.deployment(owner, spec, action.address)
-                created = kube.create(desired)
-                if created is None:
+                written = kube.create(desired)
+                if written is None:
                     squatter = _squatter(kube, owner, action.name)
                     if squatter is not None:
-                        return None, squatter
-                    created = kube.apply(desired)
-                result = created
+                        return None, False, squatter
+                    written, changed = kube.apply(desired), False
             case Update() | Scale():
-                result = kube.apply(manifests.deployment(owner, spec, action.address))
+                written = kube.apply(manifests.deployment(owner, spec, action.address))
             case Delete():
                 worker = existing.get(action.name)
                 kube.delete(owner.namespace, action.name, worker.uid if worker else None)
     except KubeError as error:
         log.warning("%s/%s: %s", owner.namespace, owner.name, error)
-        return None, str(error)
-    log.info("%s/%s: %s", owner.namespace, owner.name, action)
-    return result, None
+        return None, False, str(error)
+    log.info("%s/%s: %s%s", owner.namespace, owner.name, action, "" if changed else " (it existed already)")
+    return written, changed, None
 
 
 def _worker_problems(

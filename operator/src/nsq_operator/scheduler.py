@@ -180,13 +180,13 @@ class Scheduler:
             return
         if slot is None or view.controller_uid != slot.uid or isinstance(slot.spec, SpecError):
             return
-        drifted = live.drifted(body, slot.owner, slot.spec)
         before = self.verdicts.get(where)
+        if before is not None and before[0] == view.generation:
+            return  # its spec is as judged (a status update, most events): the next poll counts readiness
+        drifted = live.drifted(body, slot.owner, slot.spec)
         self.verdicts[where] = (view.generation, drifted)
         if drifted:
             log.info("%s/%s: Deployment %s drifted from what the operator wrote", *view.key, view.name)
-            self._nudge(slot)
-        elif before is None or before[0] != view.generation or _readiness_moved(slot, view):
             self._nudge(slot)
 
     # -- leadership --------------------------------------------------------------------------------
@@ -434,14 +434,6 @@ class Scheduler:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60))
         return self._session
-
-
-def _readiness_moved(slot: Slot, view: WorkerView) -> bool:
-    """Whether the status's count of ready workers for this Deployment is out of date."""
-    for entry in (slot.state.last_status or slot.body.get("status") or {}).get("nsqds") or []:
-        if isinstance(entry, Mapping) and entry.get("deployment") == view.name:
-            return bool(entry.get("readyReplicas") != view.ready_replicas)
-    return True
 
 
 def _plain(value: Any) -> Any:
