@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     host, port = _health_address(args.liveness)
     options = Options(
+        namespaces=tuple(args.namespace),
         health_host=host,
         health_port=port,
         lease_namespace=args.leader_election_namespace,

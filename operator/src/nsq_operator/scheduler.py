@@ -116,10 +116,13 @@ ReadWorkers = Callable[[ConsumerKey], Iterable[WorkerView]]
 class Scheduler:
     """Everything the operator knows and does, on kopf's event loop."""
 
-    def __init__(self, kube: Kube, read_workers: ReadWorkers, executor: Executor) -> None:
+    def __init__(
+        self, kube: Kube, read_workers: ReadWorkers, executor: Executor, synced: asyncio.Event | None = None
+    ) -> None:
         self.kube = kube
         self.read_workers = read_workers
         self.executor = executor
+        self.synced = synced  # set once live state holds every worker Deployment; None: already
         self.consumers: dict[ConsumerKey, Slot] = {}
         self.groups: dict[GroupKey, Group] = {}
         self.verdicts: dict[tuple[str, str], tuple[int, bool]] = {}  # (ns, name): (generation, drifted)
@@ -281,6 +284,8 @@ class Scheduler:
 
     async def _consume(self, slot: Slot) -> None:
         """Reconcile one consumer whenever there is news, and at least once per interval."""
+        if self.synced is not None:
+            await self.synced.wait()  # else a restart would re-create what exists
         while True:
             waited = max(0.0, self._overdue_at(slot) - time.monotonic())
             try:
