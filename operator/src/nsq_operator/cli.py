@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
 import os
 import socket
@@ -72,7 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+M_ARENA_MAX = -8  # glibc's mallopt() parameter number
+
+
+def _few_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas before any thread starts (what MALLOC_ARENA_MAX=2 does).
+
+    By default each thread that allocates may get an arena of its own (up to 8 per core), and the
+    reconcile threads' short-lived JSON bodies then leave tens of MiB of fragmented, unreturned
+    memory behind. Two arenas cost nothing measurable here: the threads mostly wait on the network.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, macOS): nothing to cap
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
+
+
 def run(args: argparse.Namespace) -> int:
+    _few_malloc_arenas()
     import kopf
 
     from nsq_operator.handlers import Options  # registers the handlers with kopf's default registry

@@ -321,7 +321,7 @@ def _finish(
             kube.post_event(owner.namespace, events.body(owner, event, inputs.now))
         except KubeError as error:
             log.warning("%s/%s: %s", owner.namespace, owner.name, error)
-    if not status.needs_write(previous, new, inputs.now):
+    if not status.needs_write(previous, new):
         return
     try:
         kube.patch_status(owner.namespace, owner.name, new)

@@ -45,6 +45,7 @@ RECONCILE_DEADLINE = 60.0  # seconds one reconcile may keep starting API calls
 MIN_GAP = 1.0  # seconds between two reconciles of one consumer, however often it is nudged
 RETRY_PAUSE = 5.0  # seconds before a failed reconcile is tried again (or the interval, if shorter)
 START_JITTER = 2.0  # polls of a fresh start spread over this many seconds (or the interval)
+TAKEOVER_JITTER = 0.3  # the same for a standby becoming leader, whose consumers are all waiting
 TICK = 1.0  # the scheduler's heartbeat, which liveness watches
 STALLED_AFTER = 15.0  # seconds without a heartbeat: the loop is blocked
 STUCK_AFTER = 3 * RECONCILE_DEADLINE  # a reconcile thread still running after this is stuck
@@ -59,6 +60,7 @@ class Group:
     interval: float = float(DEFAULT_POLL_INTERVAL_SECONDS)
     answer: LookupdAnswer | None = None
     answered_at: float = 0.0
+    changed_at: float = -math.inf  # when the answer last said something new
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -127,6 +129,7 @@ class Scheduler:
         self.groups: dict[GroupKey, Group] = {}
         self.verdicts: dict[tuple[str, str], tuple[int, bool]] = {}  # (ns, name): (generation, drifted)
         self.leader = False
+        self.jitter = START_JITTER  # a fresh start spreads its first polls; a takeover hurries
         self.last_tick = time.monotonic()
         self._session: aiohttp.ClientSession | None = None
 
@@ -200,6 +203,8 @@ class Scheduler:
         self.leader = leading
         metrics.LEADER.set(1 if leading else 0)
         if leading:
+            if self.consumers:  # taking over from a leader: the workers wait on these answers
+                self.jitter = TAKEOVER_JITTER
             for slot in self.consumers.values():
                 self._start(slot)
             for group in self.groups.values():
@@ -263,13 +268,15 @@ class Scheduler:
     async def _poll(self, group: Group) -> None:
         """Ask one lookupd about one topic every interval, and tell every consumer of it."""
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(random.uniform(0, min(group.interval, START_JITTER)))
+        await asyncio.sleep(random.uniform(0, min(group.interval, self.jitter)))
         url, topic = group.key
         while True:
             started = loop.time()
             answer = await lookupd.ask(self._http(), url, topic, group.deadline)
             metrics.LOOKUPD_POLL_SECONDS.labels(url).observe(loop.time() - started)
             metrics.LOOKUPD_POLLS.labels(url, "failed" if isinstance(answer, LookupFailure) else "ok").inc()
+            if answer != group.answer:
+                group.changed_at = time.monotonic()
             group.answer, group.answered_at = answer, time.monotonic()
             for key in group.subscribers:
                 slot = self.consumers.get(key)
@@ -290,7 +297,11 @@ class Scheduler:
             waited = max(0.0, self._overdue_at(slot) - time.monotonic())
             try:
                 await asyncio.wait_for(slot.wake.wait(), waited)
-                due = slot.nudged or time.monotonic() - slot.last_reconcile >= 0.9 * slot.interval
+                due = (
+                    slot.nudged
+                    or self._news(slot)
+                    or time.monotonic() - slot.last_reconcile >= 0.9 * slot.interval
+                )
             except TimeoutError:
                 due = True
             slot.wake.clear()
@@ -301,6 +312,10 @@ class Scheduler:
                 await asyncio.sleep(gap)
             slot.nudged = False
             await self._reconcile(slot)
+
+    def _news(self, slot: Slot) -> bool:
+        """Whether a lookupd of this consumer said something new since its last reconcile."""
+        return any(self.groups[k].changed_at > slot.last_reconcile for k in slot.groups if k in self.groups)
 
     def _overdue_at(self, slot: Slot) -> float:
         """When a reconcile is due even with no news: one interval and one lookup deadline after the

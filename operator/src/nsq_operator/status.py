@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from nsq_operator import naming
@@ -22,9 +22,6 @@ LOOKUPD_REACHABLE = "LookupdReachable"
 SPEC_VALID = "SpecValid"
 CONDITION_TYPES = (READY, LOOKUPD_REACHABLE, SPEC_VALID)
 
-# Only-timestamp changes are written at most this often, so a steady consumer costs one status
-# write a minute rather than one per poll.
-STATUS_REFRESH = timedelta(seconds=60)
 # Fields that change on every poll without meaning anything changed.
 VOLATILE_FIELDS = ("lastLookupTime",)
 VOLATILE_NSQD_FIELDS = ("lastSeen",)
@@ -100,22 +97,12 @@ def build(observation: Observation, previous: Mapping[str, Any] | None) -> dict[
     return status
 
 
-def needs_write(
-    previous: Mapping[str, Any] | None,
-    new: Mapping[str, Any],
-    now: datetime,
-    refresh: timedelta = STATUS_REFRESH,
-) -> bool:
-    """Whether `new` says something `previous` does not, or `previous` is getting stale."""
+def needs_write(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether `new` says something `previous` does not. Timestamps alone never are news: a steady
+    consumer costs no write at all (each lookup shows in the operator's metrics instead)."""
     if previous is None:
         return True
-    merged = {**previous, **new}
-    if _steady(merged) != _steady(previous):
-        return True
-    if "lastLookupTime" not in new:
-        return False
-    last = parse_timestamp(previous.get("lastLookupTime"))
-    return last is None or now - last >= refresh
+    return _steady({**previous, **new}) != _steady(previous)
 
 
 def _steady(status: Mapping[str, Any]) -> dict[str, Any]:
