@@ -79,6 +79,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     else:
         election = LeaderElection(api_client, options.lease_namespace, options.lease_name, options.identity)
         memo["election"] = election
+        scheduler.fence = lambda: election.is_leader
         tasks.append(asyncio.create_task(election.run(scheduler.set_leader), name="leader election"))
     memo["tasks"] = tasks
 

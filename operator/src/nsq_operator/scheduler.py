@@ -129,6 +129,9 @@ class Scheduler:
         self.groups: dict[GroupKey, Group] = {}
         self.verdicts: dict[tuple[str, str], tuple[int, bool]] = {}  # (ns, name): (generation, drifted)
         self.leader = False
+        # Asked before every write, from the reconcile threads too: the elector's own clock, which
+        # says "no" once a renewal is overdue even before the loop has heard of it (the fence).
+        self.fence: Callable[[], bool] = lambda: True
         self.jitter = START_JITTER  # a fresh start spreads its first polls; a takeover hurries
         self.last_tick = time.monotonic()
         self._session: aiohttp.ClientSession | None = None
@@ -339,7 +342,7 @@ class Scheduler:
             drifted=self._drifted(slot.key[0], views),
             now=datetime.now(UTC),
             deadline=time.monotonic() + RECONCILE_DEADLINE,
-            still_wanted=lambda: self.leader and self.consumers.get(slot.key) is slot,
+            still_wanted=lambda: self.leader and self.fence() and self.consumers.get(slot.key) is slot,
         )
         slot.running_since = started = time.monotonic()
         try:
