@@ -135,12 +135,16 @@ def test_a_restarted_operator_does_not_repeat_its_events(ns: Namespace, nsq_clus
     ns.wait_condition("LookupdReachable", "True", "PartiallyReachable")
     ns.wait(lambda: "LookupdFailed" in ns.reasons(), "the LookupdFailed event")
     said = events_by_reason(ns)
+    ns.wait_condition("Ready", "True", "AllWorkersReady")
+    versions = {a: d["metadata"]["resourceVersion"] for a, d in ns.deployments().items()}
 
     for process in ns.operators:
         process.stop()
     ns.start_operator()
     time.sleep(5)  # five polls of the new operator
     assert events_by_reason(ns) == said
+    # Nor does it rewrite what it finds: the Deployments it listed are judged as they are.
+    assert {a: d["metadata"]["resourceVersion"] for a, d in ns.deployments().items()} == versions
     assert said["LookupdFailed"] == 1
     assert said["DeploymentCreated"] == 2
 

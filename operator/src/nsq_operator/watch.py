@@ -35,6 +35,7 @@ SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 WATCH_SECONDS = 240  # the server ends each watch after this; it is resumed at once
 READ_TIMEOUT = WATCH_SECONDS + 30  # no byte for this long (bookmarks come every minute): reconnect
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before retrying a failed list or watch
+PAGE = 250  # Deployments per page of the first list
 
 OnEvent = Callable[[Mapping[str, Any], bool], None]  # (the Deployment, deleted)
 
@@ -98,18 +99,34 @@ class WorkerWatch:
                 version = None
 
     def _list(self, scope: str | None) -> str:
-        if scope is None:
-            response = self.apps.list_deployment_for_all_namespaces(
-                label_selector=SELECTOR, _preload_content=False, _request_timeout=(5, 60)
-            )
-        else:
-            response = self.apps.list_namespaced_deployment(
-                scope, label_selector=SELECTOR, _preload_content=False, _request_timeout=(5, 60)
-            )
-        listed = json.loads(response.data)
-        items = [i for i in listed.get("items") or [] if self._wanted(i)]
-        self._post(self._replace, scope, items)
-        version: str = listed["metadata"]["resourceVersion"]
+        """List the scope a page at a time (a few MiB of JSON each, not one answer of hundreds)."""
+        listed: set[tuple[str, str]] = set()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "label_selector": SELECTOR,
+                "limit": PAGE,
+                "_preload_content": False,
+                "_request_timeout": (5, 60),
+            }
+            if token:
+                kwargs["_continue"] = token
+            if scope is None:
+                response = self.apps.list_deployment_for_all_namespaces(**kwargs)
+            else:
+                response = self.apps.list_namespaced_deployment(scope, **kwargs)
+            page = json.loads(response.data)
+            del response
+            items = [_compact(i) for i in page.get("items") or [] if self._wanted(i)]
+            listed.update((i["metadata"].get("namespace", ""), i["metadata"].get("name", "")) for i in items)
+            for item in items:
+                self._post(self._apply, item, False)
+            token = page["metadata"].get("continue")
+            version: str = page["metadata"]["resourceVersion"]
+            del page, items
+            if not token:
+                break
+        self._post(self._listed, scope, listed)
         return version
 
     def _watch(self, scope: str | None, version: str) -> str:
@@ -155,16 +172,13 @@ class WorkerWatch:
 
     # -- on the loop -------------------------------------------------------------------------------
 
-    def _replace(self, scope: str | None, items: list[dict[str, Any]]) -> None:
-        """A fresh list of one scope: what is in it is current, what is not is gone."""
-        listed = {(v.namespace, v.name) for v in map(live.view, items)}
+    def _listed(self, scope: str | None, listed: set[tuple[str, str]]) -> None:
+        """A fresh list of one scope is complete: what it did not hold is gone."""
         for where in [w for w in self._views if (scope is None or w[0] == scope) and w not in listed]:
             gone = self._views[where]
             self._forget(gone)
             meta = {"namespace": gone.namespace, "name": gone.name, "labels": {LABEL_CONSUMER: gone.consumer}}
             self.on_event({"metadata": meta}, True)
-        for item in items:
-            self._apply(item, False)
         if self._unsynced > 0 and scope in self.scopes:
             self._unsynced -= 1
             if self._unsynced == 0:
@@ -196,6 +210,14 @@ def _lines(response: Any) -> Iterator[dict[str, Any]]:
     for line in lines:
         if line:
             yield json.loads(line)
+
+
+def _compact(body: dict[str, Any]) -> dict[str, Any]:
+    """A listed Deployment without its managedFields (a third of it), which nothing here reads.
+
+    Items of a list carry no apiVersion and kind; drift is judged against a body that has them."""
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return {**body, "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta}
 
 
 def _is_glob(namespace: str) -> bool:
