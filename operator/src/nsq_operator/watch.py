@@ -153,7 +153,7 @@ class WorkerWatch:
                     raise RuntimeError(f"watch error: {body.get('message')}")
                 version = (body.get("metadata") or {}).get("resourceVersion") or version
                 if kind in ("ADDED", "MODIFIED", "DELETED") and self._wanted(body):
-                    self._post(self._apply, body, kind == "DELETED")
+                    self._post(self._apply, _compact(body), kind == "DELETED")
                 if self._stop.is_set():
                     break
         finally:
