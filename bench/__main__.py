@@ -1,8 +1,11 @@
 """`python -m bench` (`make bench`): run the benchmarks on the rig and write BENCHMARKS.md.
 
-python -m bench                                   # everything, default sizes (~15 min on 2 cores)
+python -m bench                                   # everything, default sizes (~35 min on 2 cores)
 python -m bench --only throughput,scaling         # a subset; the other sections of the report stay
 python -m bench --quick --out /tmp/b              # tiny sizes, seconds: the smoke test
+python -m bench --only operator                   # the operator, previous design vs v2 (~20 min)
+python -m bench --only operator --quick           # the same at tiny sizes (~3 min)
+python -m bench --only repair                     # edited and deleted workers put back (~2 min)
 python -m bench --report-only                     # redraw BENCHMARKS.md from docs/bench/results.json
 """
 
@@ -21,8 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import harness, latency, pods, report, scaling, throughput
-from bench.common import BENCHMARKS, NODE_BENCHMARKS, Config, Cores
+from bench import harness, latency, pods, repair, report, scaling, throughput
+from bench import operator as operator_bench
+from bench.common import BENCHMARKS, NODE_BENCHMARKS, SLOW_BENCHMARKS, Config, Cores
 from tests.rig.tools import PROJECT_ROOT
 
 
@@ -56,10 +60,23 @@ def parse(argv: Sequence[str]) -> tuple[Config, bool, bool]:
     parser.add_argument(
         "--scaling-messages", type=int, help="scaling: messages on each nsqd (default 500,000)"
     )
+    parser.add_argument(
+        "--operator-previous",
+        metavar="COMMIT",
+        help="operator: the previous design's commit, run from a git worktree at /tmp/nsqop-prev "
+        "(default d30979e)",
+    )
+    parser.add_argument(
+        "--operator-v2",
+        metavar="SRC",
+        type=Path,
+        help="operator: run the v2 side from this operator/src instead of the work tree "
+        "(e.g. /tmp/nsqop-prev/operator/src, the previous design on both sides, to check the harness)",
+    )
     parser.add_argument("--report-only", action="store_true", help="only redraw the report from results.json")
     args = parser.parse_args(argv)
 
-    default = [b for b in BENCHMARKS if not (args.quick and b in NODE_BENCHMARKS)]
+    default = [b for b in BENCHMARKS if not (args.quick and b in (*NODE_BENCHMARKS, *SLOW_BENCHMARKS))]
     only = tuple(part.strip() for part in (args.only or ",".join(default)).split(",") if part.strip())
     unknown = set(only) - set(BENCHMARKS)
     if unknown:
@@ -74,6 +91,10 @@ def parse(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, value)
+    if args.operator_previous is not None:
+        config.operator_previous = args.operator_previous
+    if args.operator_v2 is not None:
+        config.operator_v2 = args.operator_v2
     if args.no_probe:
         config.probe = False
     if args.no_profile:
@@ -125,6 +146,16 @@ def run(config: Config) -> dict[str, Any]:
         started = time.monotonic()
         results["pods"] = pods.measure(config, log)
         results["pods"]["took"] = time.monotonic() - started
+    if "operator" in config.only:
+        log("5. the operator: previous design vs v2")
+        started = time.monotonic()
+        results["operator"] = operator_bench.measure(config, log)
+        results["operator"]["took"] = time.monotonic() - started
+    if "repair" in config.only:
+        log("6. repairs of edited and deleted workers: previous design vs v2")
+        started = time.monotonic()
+        results["repair"] = repair.measure(config, log)
+        results["repair"]["took"] = time.monotonic() - started
     return results
 
 

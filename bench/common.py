@@ -11,9 +11,11 @@ from typing import Any
 
 from bench.harness import BenchError, cpus
 
-BENCHMARKS = ("throughput", "latency", "scaling", "pods")
+BENCHMARKS = ("throughput", "latency", "scaling", "pods", "operator", "repair")
 # Needs the real node (root, containerd, a kubelet): not in the quick smoke run unless asked for.
 NODE_BENCHMARKS = ("pods",)
+# Minutes even at quick sizes (a fresh control plane per phase): not in the quick run unless asked for.
+SLOW_BENCHMARKS = ("operator", "repair")
 
 
 @dataclass
@@ -37,6 +39,20 @@ class Config:
     concurrency: int = 2500
     # 3. one process per nsqd: messages on each nsqd
     scaling_messages: int = 500_000
+    # 5. the operator, previous design vs v2 (bench/operator.py)
+    operator_previous: str = "d30979e"  # the previous design's commit, run from a git worktree
+    operator_v2: Path | None = None  # an operator/src for the v2 side; None: the work tree
+    operator_poll: int = 5  # every consumer's spec.lookupd.pollIntervalSeconds
+    operator_cold: tuple[tuple[int, int], ...] = ((20, 100), (100, 100))  # (consumers, nsqd) per size
+    operator_timeout: float = 900.0  # a cold start at the largest size; smaller ones get less
+    operator_converge_timeout: float = 600.0  # every Deployment rolled out (pods Running on kwok)
+    operator_window: float = 60.0  # the steady window after the first cold start
+    operator_churn: tuple[int, int] = (20, 20)  # (consumers, nsqd) before the churn
+    operator_churn_seconds: float = 60.0
+    operator_churn_every: float = 1.5  # a new nsqd (and the oldest gone) this often
+    operator_failover_size: tuple[int, int] = (5, 10)
+    operator_failovers: int = 3
+    operator_failover_timeout: float = 60.0
     quick: bool = False
     argv: list[str] = field(default_factory=list)
 
@@ -53,6 +69,16 @@ class Config:
             latency_messages=200,
             latency_scale=0.05,
             scaling_messages=5000,
+            operator_poll=2,
+            operator_cold=((2, 5), (4, 5)),
+            operator_timeout=120.0,
+            operator_converge_timeout=120.0,
+            operator_window=6.0,
+            operator_churn=(3, 3),
+            operator_churn_seconds=6.0,
+            operator_failover_size=(2, 2),
+            operator_failovers=1,
+            operator_failover_timeout=45.0,
             quick=True,
         )
 

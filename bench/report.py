@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import latency, pods, scaling, throughput
+from bench import latency, pods, repair, scaling, throughput
+from bench import operator as operator_bench
 from tests.rig.tools import PROJECT_ROOT, binary
 
 RESULTS_DIR = Path("docs") / "bench"  # committed beside BENCHMARKS.md (bench/results/ is ignored)
@@ -193,6 +194,9 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     *_goal(entry["speedup"]["median"], 1.7),
                 )
             )
+    op = results.get("operator")
+    if op:
+        rows.extend(operator_bench.goals(op))
     return rows
 
 
@@ -392,13 +396,22 @@ def render(results: dict[str, Any], drawn: dict[str, str], chart_dir: str) -> st
     add("## How to reproduce\n")
     add(
         "```sh\nmake deps     # Debian packages (redis-server), Python packages, the pinned NSQ build\n"
-        "make bench    # = .venv/bin/python -m bench: every benchmark (about 12 min on 2 cores)\n"
+        "make bench    # = .venv/bin/python -m bench: every benchmark (about 35 min on 2 cores)\n"
+        ".venv/bin/python -m bench --only operator                       # the operator, about 20 min\n"
+        ".venv/bin/python -m bench --only repair                         # repairs of workers, about 2 min\n"
         ".venv/bin/python -m bench --only throughput --messages 200000   # a subset, smaller\n"
         ".venv/bin/python -m bench --quick --out /tmp/b                  # the smoke test's sizes\n```\n"
     )
     add(f"This report came from: `{meta['command']}`.\n")
 
-    sections = (("throughput", _throughput), ("latency", _latency), ("scaling", _scaling), ("pods", _pods))
+    sections = (
+        ("throughput", _throughput),
+        ("latency", _latency),
+        ("scaling", _scaling),
+        ("pods", _pods),
+        ("operator", _operator),
+        ("repair", _repair),
+    )
     for name, section in sections:
         if name in results:
             section(results[name], drawn, chart_dir, add)
@@ -605,6 +618,18 @@ def _scaling(sc: dict[str, Any], drawn: dict[str, str], chart_dir: str, add: Cal
 
 def _pods(result: dict[str, Any], drawn: dict[str, str], chart_dir: str, add: Callable[[str], None]) -> None:
     pods.report(result, add)
+
+
+def _operator(
+    result: dict[str, Any], drawn: dict[str, str], chart_dir: str, add: Callable[[str], None]
+) -> None:
+    operator_bench.report(result, add)
+
+
+def _repair(
+    result: dict[str, Any], drawn: dict[str, str], chart_dir: str, add: Callable[[str], None]
+) -> None:
+    repair.report(result, add)
 
 
 def write(results: dict[str, Any], out: Path) -> Path:
