@@ -64,7 +64,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     api_client = load_client(pool_size=RECONCILE_THREADS)
     executor = ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="nsq-reconcile")
     workers = WorkerWatch(
-        api_client, options.namespaces, lambda body, gone: scheduler.worker_event(body, gone)
+        api_client, options.namespaces, lambda view, body, gone: scheduler.worker_event(view, body, gone)
     )
     scheduler = Scheduler(Kube(api_client), workers.of, executor, workers.synced)
     memo["scheduler"], memo["executor"], memo["workers"] = scheduler, executor, workers

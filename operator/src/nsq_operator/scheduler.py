@@ -169,9 +169,8 @@ class Scheduler:
             slot.task.cancel()
         log.info("%s/%s: gone or being deleted; no longer reconciled", *key)
 
-    def worker_event(self, body: Mapping[str, Any], deleted: bool) -> None:
+    def worker_event(self, view: WorkerView, body: Mapping[str, Any] | None, deleted: bool) -> None:
         """A worker Deployment changed: judge drift against its consumer, and nudge it when needed."""
-        view = live.view(body)
         slot = self.consumers.get(view.key)
         where = (view.namespace, view.name)
         if slot is not None:
@@ -187,7 +186,12 @@ class Scheduler:
             if slot is not None:
                 self._nudge(slot)
             return
-        if slot is None or view.controller_uid != slot.uid or isinstance(slot.spec, SpecError):
+        if (
+            slot is None
+            or body is None
+            or view.controller_uid != slot.uid
+            or isinstance(slot.spec, SpecError)
+        ):
             return
         before = self.verdicts.get(where)
         if before is not None and before[0] == view.generation:
@@ -248,9 +252,10 @@ class Scheduler:
         return None
 
     def figures(self) -> list[metrics.ConsumerFigures]:
+        """Per consumer, straight from live state: a scrape must not touch what reconciles keep."""
         found = []
         for slot in list(self.consumers.values()):
-            views = [v for v in self._views(slot) if v.controller_uid == slot.uid]
+            views = [v for v in self.read_workers(slot.key) if v.controller_uid == slot.uid]
             ready = sum(v.ready_replicas for v in views)
             found.append(metrics.ConsumerFigures(slot.key[0], slot.key[1], len(views), ready))
         return found

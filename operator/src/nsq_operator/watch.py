@@ -27,7 +27,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from nsq_operator import live
 from nsq_operator.live import ConsumerKey, WorkerView
-from nsq_operator.resource import LABEL_CONSUMER, LABEL_MANAGED_BY, MANAGER
+from nsq_operator.resource import LABEL_MANAGED_BY, MANAGER
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ READ_TIMEOUT = WATCH_SECONDS + 30  # no byte for this long (bookmarks come every
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before retrying a failed list or watch
 PAGE = 250  # Deployments per page of the first list
 
-OnEvent = Callable[[Mapping[str, Any], bool], None]  # (the Deployment, deleted)
+# (its view, the Deployment as the watch gave it or None when it vanished between lists, deleted)
+OnEvent = Callable[[WorkerView, Mapping[str, Any] | None, bool], None]
 
 
 class Gone(Exception):  # noqa: N818 (named after the API's 410 Gone)
@@ -177,8 +178,7 @@ class WorkerWatch:
         for where in [w for w in self._views if (scope is None or w[0] == scope) and w not in listed]:
             gone = self._views[where]
             self._forget(gone)
-            meta = {"namespace": gone.namespace, "name": gone.name, "labels": {LABEL_CONSUMER: gone.consumer}}
-            self.on_event({"metadata": meta}, True)
+            self.on_event(gone, None, True)
         if self._unsynced > 0 and scope in self.scopes:
             self._unsynced -= 1
             if self._unsynced == 0:
@@ -193,7 +193,7 @@ class WorkerWatch:
         if not deleted:
             self._views[(view.namespace, view.name)] = view
             self._by_consumer.setdefault(view.key, {})[view.name] = view
-        self.on_event(body, deleted)
+        self.on_event(view, body, deleted)
 
     def _forget(self, view: WorkerView) -> None:
         self._views.pop((view.namespace, view.name), None)
