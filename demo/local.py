@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -10,10 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from demo.narrate import Publisher, say
+from demo.narrate import LogFollower, Publisher, say
 from tests.rig.nsq import NsqCluster
 
 TOPIC, CHANNEL = "demo", "workers"
+STEP_TIMEOUT = 60.0
 
 
 def run(short: bool = False) -> int:
@@ -40,13 +42,19 @@ def run(short: bool = False) -> int:
             "--poll-interval", "1", "--removal-grace", str(step / 2), "--drain-timeout", "10",
             "--view", "plain", "--summary-every", str(step / 4), "--log-dir", str(root / "workers"),
             "--", str(Path(sys.executable).parent / "nsq-worker"), "nsq_worker.examples:CountingWorker",
-        ])  # fmt: skip
+        ], stderr=subprocess.PIPE)  # fmt: skip
+        assert controller.stderr is not None
+        logs = LogFollower(controller.stderr, sys.stderr)
+        logs.start()
+        for nsqd in cluster.nsqds:
+            logs.wait_for(rf"for nsqd {re.escape(nsqd.tcp_address)} started", STEP_TIMEOUT)
         time.sleep(step)
 
         say("A fourth nsqd joins the cluster and gets the topic: watch a fourth worker start.")
         joined = cluster.add_nsqd()
         joined.create_topic(TOPIC, CHANNEL)
         live_nsqds.append(joined)
+        logs.wait_for(rf"for nsqd {re.escape(joined.tcp_address)} started", STEP_TIMEOUT)
         time.sleep(step)
 
         leaving = cluster.nsqds[0]
@@ -56,12 +64,15 @@ def run(short: bool = False) -> int:
         )
         live_nsqds.remove(leaving)
         leaving.stop()
-        time.sleep(step)
+        gone = re.escape(leaving.tcp_address)
+        logs.wait_for(rf"for nsqd {gone} stopping: nsqd no longer listed", STEP_TIMEOUT)
+        time.sleep(step / 2)
 
         say("Stopping: SIGTERM to local mode drains every worker (in-flight messages finish) and exits.")
         publisher.stop()
         controller.send_signal(signal.SIGTERM)
         code = controller.wait(30)
+        logs.join(5)
         say(f"Local mode exited with status {code}. {publisher.sent} messages were published.")
         say(
             "That was it: one worker per nsqd, following the cluster. `make demo-kube` shows the same "

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sys
 import threading
 import time
+from typing import IO
 
 from tests.rig.nsq import Nsqd
 
@@ -44,3 +46,39 @@ class Publisher(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(5)
+
+
+class LogFollower(threading.Thread):
+    """Passes a child's output through and lets the demo wait for a line, so each step waits for what it
+    announces instead of guessing how long that takes on a busy machine."""
+
+    def __init__(self, stream: IO[bytes], echo: IO[str]) -> None:
+        super().__init__(daemon=True)
+        self._stream = stream
+        self._echo = echo
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+
+    def run(self) -> None:
+        for raw in self._stream:
+            line = raw.decode(errors="replace")
+            self._echo.write(line)
+            self._echo.flush()
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float) -> str:
+        """The first line matching `pattern`; raises TimeoutError naming the pattern after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for line in self._lines[seen:]:
+                    if re.search(pattern, line):
+                        return line
+                seen = len(self._lines)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no line matching {pattern!r} within {timeout:g}s")
+                self._changed.wait(remaining)
