@@ -31,7 +31,7 @@ def test_kube_demo_shows_deployments_following_the_nsqds_and_ends_cleanly() -> N
     )  # fmt: skip
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
-    assert re.search(r"demo\s+demo\s+workers\s+3\s+3\s+AllWorkersReady", out), out[-4000:]
+    assert re.search(r"demo\s+demo\s+workers\s+3\s+3\s+3\s+AllWorkersReady", out), out[-4000:]
     assert re.search(r"demo\s+demo\s+workers\s+4\s+", out), out[-4000:]
     assert out.count("DeploymentCreated") == 4
     assert "DeploymentDeleted" in out

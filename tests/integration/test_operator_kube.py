@@ -53,8 +53,8 @@ def test_one_worker_deployment_per_nsqd_follows_lookupd(ns: Namespace, nsq_clust
     assert ns.condition("LookupdReachable")["reason"] == "AllReachable"
     assert ns.condition("SpecValid")["status"] == "True"
     header, row = ns.kubectl("get", "nsqc").stdout.splitlines()[:2]
-    assert header.split() == ["NAME", "TOPIC", "CHANNEL", "NSQD", "READY", "STATUS", "AGE"]
-    assert row.split()[:6] == ["orders", TOPIC, CHANNEL, "2", "2", "AllWorkersReady"]
+    assert header.split() == ["NAME", "TOPIC", "CHANNEL", "NSQD", "REPLICAS", "READY", "STATUS", "AGE"]
+    assert row.split()[:7] == ["orders", TOPIC, CHANNEL, "2", "2", "2", "AllWorkersReady"]
     assert "orders" in ns.kubectl("get", "nsq").stdout  # the category
     assert ns.reasons().count("DeploymentCreated") == 2
 

@@ -47,7 +47,8 @@ def for_action(action: Action, error: str | None) -> Event:
         case Update():
             return Event(NORMAL, "DeploymentUpdated", f"Updated {target}: {action.reason}")
         case Scale():
-            return Event(NORMAL, "DeploymentScaled", f"Scaled {target} to {action.replicas} replica(s)")
+            why = f": {action.reason}" if action.reason else ""
+            return Event(NORMAL, "DeploymentScaled", f"Scaled {target} to {action.replicas} replica(s){why}")
         case Delete():
             return Event(NORMAL, "DeploymentDeleted", f"Deleted {target}: {action.reason}")
 
@@ -76,6 +77,24 @@ def for_worker_problems(previous: Mapping[str, str], current: Mapping[str, str])
         Event(NORMAL, "WorkerRecovered", f"Worker for nsqd {address} no longer reports a problem")
         for address in sorted(previous.keys() - current.keys())
     ]
+
+
+def for_unreadable_stats(previous: Mapping[str, str], current: Mapping[str, str]) -> list[Event]:
+    """One warning when an nsqd's stats stop being readable (its replicas are held), one note when
+    they are readable again; a reason that only changes its words is not news."""
+    found = [
+        Event(
+            WARNING,
+            "NsqdStatsUnreadable",
+            f"Holding the replicas of nsqd {address}: {current[address]}",
+        )
+        for address in sorted(current.keys() - previous.keys())
+    ]
+    found += [
+        Event(NORMAL, "NsqdStatsReadable", f"Stats of nsqd {address} are readable again; scaling resumes")
+        for address in sorted(previous.keys() - current.keys())
+    ]
+    return found
 
 
 def for_held_deletions(previously_held: Collection[str], held: Collection[str]) -> list[Event]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import requests
@@ -35,6 +35,9 @@ class Producers:
 
     lookupd: str
     addresses: frozenset[str]
+    # host:http_port by address, where lookupd told it (the autoscaler reads each nsqd's /stats).
+    # Left out of equality: only the set of producers is news.
+    http_addresses: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 MAX_REASON_LENGTH = 300  # reasons go into conditions and events: keep them readable
@@ -70,6 +73,13 @@ class Lookup:
         """At least one lookupd answered; otherwise the producer set is unknown."""
         return any(isinstance(a, Producers) for a in self.answers)
 
+    def http_address(self, address: str) -> str | None:
+        """The HTTP address of nsqd `address`, as the first lookupd that listed it said."""
+        for answer in self.answers:
+            if isinstance(answer, Producers) and address in answer.http_addresses:
+                return answer.http_addresses[address]
+        return None
+
     @property
     def producers(self) -> frozenset[str] | None:
         """The union over the lookupds that answered, or None when none did."""
@@ -104,7 +114,7 @@ def parse_lookup(lookupd: str, status: int, body: bytes | str) -> LookupdAnswer:
     producers = data.get("producers") if isinstance(data, dict) else None
     if not isinstance(producers, list):
         return LookupFailure(lookupd, "HTTP 200 without a producers list")
-    addresses = set()
+    addresses: dict[str, str | None] = {}
     for producer in producers:
         host = producer.get("broadcast_address") if isinstance(producer, dict) else None
         port = producer.get("tcp_port") if isinstance(producer, dict) else None
@@ -116,8 +126,11 @@ def parse_lookup(lookupd: str, status: int, body: bytes | str) -> LookupdAnswer:
             or not 0 < port < 65536
         ):
             return LookupFailure(lookupd, f"malformed producer entry: {producer!r}")
-        addresses.add(nsqd_address(host, port))
-    return Producers(lookupd, frozenset(addresses))
+        http_port = producer.get("http_port")
+        valid_http = isinstance(http_port, int) and not isinstance(http_port, bool) and 0 < http_port < 65536
+        addresses[nsqd_address(host, port)] = nsqd_address(host, http_port) if valid_http else None
+    http = {tcp: http for tcp, http in addresses.items() if http is not None}
+    return Producers(lookupd, frozenset(addresses), http)
 
 
 def query(
@@ -137,10 +150,10 @@ def query(
         )
         return parse_lookup(lookupd, response.status_code, response.content)
     except requests.RequestException as error:
-        return LookupFailure(lookupd, _describe_error(error))
+        return LookupFailure(lookupd, describe_error(error))
 
 
-def _describe_error(error: Exception) -> str:
+def describe_error(error: Exception) -> str:
     """A stable, short sentence: no object addresses, so the same failure reads the same every poll."""
     text = re.sub(r" object at 0x[0-9a-fA-F]+", "", f"{type(error).__name__}: {error}")
     return text if len(text) <= 300 else text[:297] + "..."
@@ -170,7 +183,7 @@ async def ask(session: aiohttp.ClientSession, lookupd: str, topic: str, deadline
     except TimeoutError:
         return LookupFailure(lookupd, f"no complete answer within {deadline:g} s")
     except (aiohttp.ClientError, OSError, ValueError) as error:
-        return LookupFailure(lookupd, _describe_error(error))
+        return LookupFailure(lookupd, describe_error(error))
 
 
 # One pool for the whole process (the local mode and the operator share it). It starts its threads

@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any
 
 from nsq_operator import naming
@@ -65,16 +66,20 @@ def labels(consumer: str) -> dict[str, str]:
     }
 
 
-def deployment(owner: Owner, spec: ConsumerSpec, address: str) -> dict[str, Any]:
+def deployment(
+    owner: Owner, spec: ConsumerSpec, address: str, replicas: int | EllipsisType | None = ...
+) -> dict[str, Any]:
     """The complete Deployment for the worker of `owner` that consumes from nsqd `address`.
 
-    It is what the operator server-side applies: every field in it is the operator's. Without a
-    replica count when an autoscaler owns it (`spec.replicas` is None), so the count stays theirs.
+    It is what the operator server-side applies: every field in it is the operator's. `replicas`
+    is the count (the operator's autoscaler decides it per nsqd), by default `spec.replicas`; with
+    None the body has no count, so an external autoscaler's stays theirs.
     """
     body = _render(owner, spec, address)
     body["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = _hash(body)
-    if spec.replicas is not None:
-        body["spec"]["replicas"] = spec.replicas
+    count = spec.replicas if isinstance(replicas, EllipsisType) else replicas
+    if count is not None:
+        body["spec"]["replicas"] = count
     return body
 
 

@@ -61,12 +61,31 @@ LEADER = Gauge(
 )
 
 
+NSQD_STATS_READS = Counter(
+    "nsq_operator_nsqd_stats_reads_total",
+    "Reads of one topic's /stats at one nsqd, for the autoscaler (one per nsqd and topic per poll).",
+    registry=REGISTRY,
+)
+
+
+@dataclass(frozen=True)
+class NsqdFigures:
+    """The autoscaler's numbers for one nsqd of a consumer (None: its stats were unreadable)."""
+
+    address: str
+    depth: int | None
+    in_flight: int | None
+    replicas: int | None
+    desired_replicas: int
+
+
 @dataclass(frozen=True)
 class ConsumerFigures:
     namespace: str
     name: str
     deployments: int
     ready_workers: int
+    nsqds: tuple[NsqdFigures, ...] = ()  # only while the operator autoscales the consumer
 
 
 class ConsumerCollector(Collector):
@@ -86,11 +105,39 @@ class ConsumerCollector(Collector):
             "Ready worker pods of an NsqConsumer, over all its nsqd.",
             labels=["namespace", "consumer"],
         )
+        per_nsqd = ["namespace", "consumer", "nsqd"]
+        depth = GaugeMetricFamily(
+            "nsq_operator_nsqd_depth",
+            "Messages waiting in the consumer's channel on one nsqd.",
+            labels=per_nsqd,
+        )
+        in_flight = GaugeMetricFamily(
+            "nsq_operator_nsqd_in_flight",
+            "Messages of the consumer's channel in flight to its workers on one nsqd.",
+            labels=per_nsqd,
+        )
+        replicas = GaugeMetricFamily(
+            "nsq_operator_nsqd_replicas",
+            "Replicas of one nsqd's worker Deployment, as the autoscaler found them.",
+            labels=per_nsqd,
+        )
+        desired = GaugeMetricFamily(
+            "nsq_operator_nsqd_desired_replicas",
+            "Replicas the autoscaler wants for one nsqd's worker Deployment.",
+            labels=per_nsqd,
+        )
         for figures in self._read():
             deployments.add_metric([figures.namespace, figures.name], figures.deployments)
             ready.add_metric([figures.namespace, figures.name], figures.ready_workers)
-        yield deployments
-        yield ready
+            for nsqd in figures.nsqds:
+                labels = [figures.namespace, figures.name, nsqd.address]
+                if nsqd.depth is not None:
+                    depth.add_metric(labels, nsqd.depth)
+                if nsqd.in_flight is not None:
+                    in_flight.add_metric(labels, nsqd.in_flight)
+                replicas.add_metric(labels, nsqd.replicas or 0)
+                desired.add_metric(labels, nsqd.desired_replicas)
+        yield from (deployments, ready, depth, in_flight, replicas, desired)
 
 
 def watch_consumers(read: Callable[[], Iterable[ConsumerFigures]]) -> Collector:

@@ -43,12 +43,18 @@ class Target:
     """What each worker should look like: its deterministic name, fingerprint and replica count.
 
     `replicas` is None when something else (an HPA, KEDA) owns the replica count: then the planner
-    never plans a Scale, and creates and rewrites leave the count alone.
+    never plans a Scale, and creates and rewrites leave the count alone. `per_nsqd` overrides it
+    nsqd by nsqd (the operator's own autoscaler), with the reason for each in `why`.
     """
 
     name: Callable[[str], str]
     fingerprint: Callable[[str], str]
     replicas: int | None
+    per_nsqd: Mapping[str, int] = field(default_factory=dict)
+    why: Mapping[str, str] = field(default_factory=dict)
+
+    def replicas_for(self, address: str) -> int | None:
+        return self.per_nsqd.get(address, self.replicas)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class Scale:
     name: str
     address: str
     replicas: int
+    reason: str = ""  # the autoscaler's, when it decided
 
 
 @dataclass(frozen=True)
@@ -157,14 +164,15 @@ def plan(
 
 def _converge(address: str, existing: Worker | None, target: Target) -> list[Action]:
     name = target.name(address)
+    replicas = target.replicas_for(address)
     if existing is None:
-        return [Create(name, address, target.replicas)]
+        return [Create(name, address, replicas)]
     if existing.fingerprint != target.fingerprint(address):
-        return [Update(name, address, target.replicas)]
+        return [Update(name, address, replicas)]
     if existing.drifted:
-        return [Update(name, address, target.replicas, UPDATE_DRIFTED)]
-    if target.replicas is not None and existing.replicas != target.replicas:
-        return [Scale(name, address, target.replicas)]
+        return [Update(name, address, replicas, UPDATE_DRIFTED)]
+    if replicas is not None and existing.replicas != replicas:
+        return [Scale(name, address, replicas, target.why.get(address, ""))]
     return []
 
 

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from nsq_operator import events, live, manifests, naming, pods, status
+from nsq_operator import autoscale, events, live, manifests, naming, pods, status
+from nsq_operator.autoscale import NsqdStats, Recommendation, Unreadable
 from nsq_operator.events import Event
 from nsq_operator.kube import Kube, KubeError
 from nsq_operator.lookupd import Lookup
 from nsq_operator.plan import Action, Create, Delete, NsqdRecord, Scale, Target, Update, plan
-from nsq_operator.spec import ConsumerSpec, SpecError, parse
+from nsq_operator.spec import MAX_RDY_COUNT, ConsumerSpec, SpecError, parse
+from nsq_operator.status import NsqdScaling
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,12 @@ class ConsumerState:
     failures: tuple[str, ...] = ()
     problems: dict[str, str] = field(default_factory=dict)  # why a worker is not running, by nsqd
     pods_unreadable: bool = False
+    # The autoscaler's memory, by nsqd: its recent recommendations (the stabilization window), the
+    # reason of its last decision that changed something, and why stats could not be read.
+    recommendations: dict[str, tuple[Recommendation, ...]] = field(default_factory=dict)
+    scale_reasons: dict[str, str] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    last_write: float = -1e9  # time.monotonic() of the last status write
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,8 @@ class Inputs:
     now: datetime
     deadline: float  # time.monotonic() past which no further API call is started
     still_wanted: Callable[[], bool]  # False once the consumer is being deleted or gone
+    stats: Mapping[str, NsqdStats] = field(default_factory=dict)  # by nsqd, read when autoscaling
+    ceilings: Mapping[str, int] = field(default_factory=dict)  # replicas each nsqd can feed
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class Outcome:
     failed: bool = False
     timed_out: bool = False
     abandoned: bool = False  # the consumer went away meanwhile: nothing more was done
+    scaling: dict[str, NsqdScaling] = field(default_factory=dict)  # the autoscaler's, by nsqd
 
 
 class _OutOfTimeError(Exception):
@@ -116,10 +127,13 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
 
     mine = [w for w in inputs.workers if w.controller_uid == owner.uid]
     records = state.records if state.records is not None else status.records_from_status(previous_status)
+    scaling = _autoscale(spec, found, mine, state, inputs)
     target = Target(
         name=lambda address: naming.worker_name(owner.name, address),
         fingerprint=lambda address: manifests.fingerprint(owner, spec, address),
         replicas=spec.replicas,
+        per_nsqd={a: s.desired for a, s in scaling.items()},
+        why={a: s.reason for a, s in scaling.items()},
     )
     planned = plan(
         found.producers,
@@ -163,7 +177,7 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
     state.failures = tuple(failures)
     state.records = kept
 
-    replicas = {w.name: (spec.replicas if spec.replicas is not None else (w.replicas or 0)) for w in mine}
+    replicas = {w.name: _wanted(spec, w, scaling) for w in mine}
     ready = {w.name: w.ready_replicas for w in mine}
     short = [
         naming.nsqd_hash(owner.name, w.address)
@@ -173,6 +187,9 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
     problems = _worker_problems(kube, owner, short, state, inputs) if short and not timed_out else {}
     emitted += events.for_worker_problems(state.problems, problems)
     state.problems = problems
+    unreadable = {a: s.unreadable for a, s in scaling.items() if s.unreadable is not None}
+    emitted += events.for_unreadable_stats(state.unreadable, unreadable)
+    state.unreadable = unreadable
 
     observation = status.Observation(
         owner.name,
@@ -183,6 +200,7 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
         replicas=spec.replicas or 0,
         desired_total=sum(replicas.values()) if spec.replicas is None else None,
         paused=spec.paused,
+        scaling=scaling if spec.autoscaled is not None else None,
         ready=ready,
         failures=tuple(failures),
         problems=problems,
@@ -190,7 +208,61 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
     )
     new_status = status.build(observation, previous_status)
     _finish(kube, owner, state, previous_status, new_status, emitted, inputs)
-    return Outcome(emitted, new_status, written, deleted, failed=bool(failures), timed_out=timed_out)
+    return Outcome(
+        emitted, new_status, written, deleted, failed=bool(failures), timed_out=timed_out, scaling=scaling
+    )
+
+
+def _autoscale(
+    spec: ConsumerSpec,
+    found: Lookup,
+    mine: Sequence[live.WorkerView],
+    state: ConsumerState,
+    inputs: Inputs,
+) -> dict[str, status.NsqdScaling]:
+    """The autoscaler's decision for every nsqd that is listed or still has a worker; {} when off."""
+    settings = spec.autoscaled
+    if settings is None:
+        state.recommendations.clear()
+        state.scale_reasons.clear()
+        return {}
+    current = {w.address: w.replicas for w in mine if w.address is not None}
+    addresses = sorted((found.producers or frozenset()) | current.keys())
+    now = inputs.now.timestamp()
+    decided: dict[str, status.NsqdScaling] = {}
+    for address in addresses:
+        stats = inputs.stats.get(address) or Unreadable("its /stats was not read this poll")
+        ceiling = inputs.ceilings.get(address) or autoscale.feedable(MAX_RDY_COUNT, spec.worker.max_in_flight)
+        had = current.get(address)
+        decision = autoscale.decide(
+            settings, stats, had, state.recommendations.get(address, ()), now, ceiling
+        )
+        state.recommendations[address] = decision.history
+        if had is None or decision.replicas != had or isinstance(stats, Unreadable):
+            state.scale_reasons[address] = decision.reason
+        reason = state.scale_reasons.setdefault(address, decision.reason)
+        decided[address] = status.NsqdScaling(
+            depth=None if isinstance(stats, Unreadable) else stats.depth,
+            in_flight=None if isinstance(stats, Unreadable) else stats.in_flight,
+            current=had,
+            desired=decision.replicas,
+            reason=reason,
+            unreadable=stats.reason if isinstance(stats, Unreadable) else None,
+        )
+    for gone in set(state.recommendations) - set(addresses):
+        del state.recommendations[gone]
+        state.scale_reasons.pop(gone, None)
+    return decided
+
+
+def _wanted(spec: ConsumerSpec, worker: live.WorkerView, scaling: Mapping[str, status.NsqdScaling]) -> int:
+    """The replicas a worker Deployment should have: the spec's, the autoscaler's, or its own."""
+    if spec.replicas is not None:
+        return spec.replicas
+    decided = scaling.get(worker.address) if worker.address is not None else None
+    if decided is not None:
+        return decided.desired
+    return worker.replicas or 0
 
 
 def _check(inputs: Inputs) -> None:
@@ -241,7 +313,7 @@ def _execute(
     try:
         match action:
             case Create():
-                desired = manifests.deployment(owner, spec, action.address)
+                desired = manifests.deployment(owner, spec, action.address, action.replicas)
                 written = kube.create(desired)
                 if written is None:
                     squatter = _squatter(kube, owner, action.name)
@@ -249,7 +321,7 @@ def _execute(
                         return None, False, squatter
                     written, changed = kube.apply(desired), False
             case Update() | Scale():
-                written = kube.apply(manifests.deployment(owner, spec, action.address))
+                written = kube.apply(manifests.deployment(owner, spec, action.address, action.replicas))
             case Delete():
                 worker = existing.get(action.name)
                 kube.delete(owner.namespace, action.name, worker.uid if worker else None)
@@ -321,7 +393,11 @@ def _finish(
             kube.post_event(owner.namespace, events.body(owner, event, inputs.now))
         except KubeError as error:
             log.warning("%s/%s: %s", owner.namespace, owner.name, error)
-    if not status.needs_write(previous, new):
+    refresh = (
+        status.figures_changed(previous, new)
+        and time.monotonic() - state.last_write >= status.FIGURES_REFRESH_SECONDS
+    )
+    if not (status.needs_write(previous, new) or refresh):
         return
     try:
         kube.patch_status(owner.namespace, owner.name, new)
@@ -329,3 +405,4 @@ def _finish(
         log.warning("%s/%s: %s", owner.namespace, owner.name, error)
         return
     state.last_status = {**previous, **new}
+    state.last_write = time.monotonic()

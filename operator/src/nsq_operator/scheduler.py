@@ -23,18 +23,21 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
-from nsq_operator import live, lookupd, metrics, reconcile
+from nsq_operator import autoscale, live, lookupd, metrics, nsqd_stats, reconcile
+from nsq_operator.autoscale import ChannelStats, NsqdStats, Unreadable
 from nsq_operator.kube import Kube
 from nsq_operator.live import ConsumerKey, WorkerView
 from nsq_operator.lookupd import Lookup, LookupdAnswer, LookupFailure
 from nsq_operator.manifests import Owner
-from nsq_operator.spec import DEFAULT_POLL_INTERVAL_SECONDS, ConsumerSpec, SpecError, parse
+from nsq_operator.nsqd_stats import TopicStats
+from nsq_operator.spec import DEFAULT_POLL_INTERVAL_SECONDS, MAX_RDY_COUNT, ConsumerSpec, SpecError, parse
+from nsq_operator.status import NsqdScaling
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ TAKEOVER_JITTER = 0.3  # the same for a standby becoming leader, whose consumers
 TICK = 1.0  # the scheduler's heartbeat, which liveness watches
 STALLED_AFTER = 15.0  # seconds without a heartbeat: the loop is blocked
 STUCK_AFTER = 3 * RECONCILE_DEADLINE  # a reconcile thread still running after this is stuck
+MAX_STATS_DEADLINE = 5.0  # seconds for one nsqd's /stats in all; shorter when the interval is
+MAX_RDY_REFRESH = 600.0  # seconds an nsqd's max-rdy-count is trusted before it is asked again
+STATS_KEPT = 600.0  # seconds a read stays in the cache before it is pruned
 
 
 @dataclass
@@ -85,6 +91,7 @@ class Slot:
     not_before: float = -math.inf  # no reconcile starts earlier (MIN_GAP, or a retry's pause)
     running_since: float | None = None
     recent: dict[str, WorkerView] = field(default_factory=dict)  # written, not yet seen by the watch
+    scaling: dict[str, NsqdScaling] = field(default_factory=dict)  # the autoscaler's last, by nsqd
     gone: set[str] = field(default_factory=set)  # uids deleted, maybe still in live state
 
     @property
@@ -135,6 +142,10 @@ class Scheduler:
         self.jitter = START_JITTER  # a fresh start spreads its first polls; a takeover hurries
         self.last_tick = time.monotonic()
         self._session: aiohttp.ClientSession | None = None
+        # One /stats read per (nsqd HTTP address, topic) and poll, whichever consumer asks first.
+        self._stats: dict[tuple[str, str], tuple[float, asyncio.Task[TopicStats | Unreadable]]] = {}
+        self._pruned = time.monotonic()
+        self._max_rdy: dict[str, tuple[float, int | None]] = {}
 
     # -- fed by the watches ------------------------------------------------------------------------
 
@@ -257,7 +268,11 @@ class Scheduler:
         for slot in list(self.consumers.values()):
             views = [v for v in self.read_workers(slot.key) if v.controller_uid == slot.uid]
             ready = sum(v.ready_replicas for v in views)
-            found.append(metrics.ConsumerFigures(slot.key[0], slot.key[1], len(views), ready))
+            nsqds = tuple(
+                metrics.NsqdFigures(address, s.depth, s.in_flight, s.current, s.desired)
+                for address, s in dict(slot.scaling).items()
+            )
+            found.append(metrics.ConsumerFigures(slot.key[0], slot.key[1], len(views), ready, nsqds))
         return found
 
     # -- the loops ---------------------------------------------------------------------------------
@@ -339,10 +354,17 @@ class Scheduler:
 
     async def _reconcile(self, slot: Slot) -> None:
         loop = asyncio.get_running_loop()
+        lookup = self._lookup(slot)
+        stats: dict[str, NsqdStats] = {}
+        ceilings: dict[str, int] = {}
+        if isinstance(slot.spec, ConsumerSpec) and slot.spec.autoscaled is not None and lookup is not None:
+            stats, ceilings = await self._nsqd_numbers(slot.spec, lookup, slot.interval)
         views = self._views(slot)
         inputs = reconcile.Inputs(
             body=slot.body,
-            lookup=self._lookup(slot),
+            lookup=lookup,
+            stats=stats,
+            ceilings=ceilings,
             workers=views,
             drifted=self._drifted(slot.key[0], views),
             now=datetime.now(UTC),
@@ -371,11 +393,82 @@ class Scheduler:
             slot.recent[view.name] = view
             self.verdicts[(view.namespace, view.name)] = (view.generation, False)
         slot.gone.update(outcome.deleted)
+        if not outcome.abandoned:
+            slot.scaling = outcome.scaling
         if outcome.failed:  # an API call failed or time ran out: try again soon, not at once
             slot.not_before = slot.last_reconcile + min(slot.interval, RETRY_PAUSE)
             self._nudge(slot)
 
     # -- inputs of one reconcile -------------------------------------------------------------------
+
+    async def _nsqd_numbers(
+        self, spec: ConsumerSpec, lookup: Lookup, interval: float
+    ) -> tuple[dict[str, NsqdStats], dict[str, int]]:
+        """Each listed nsqd's numbers for the consumer's channel, and how many replicas it can feed.
+
+        All nsqd at once, each within one deadline; a channel that does not exist yet is created, so
+        messages wait for a consumer scaled to zero. Failures are values: the autoscaler holds.
+        """
+        deadline = min(interval, MAX_STATS_DEADLINE)
+        listed = sorted(lookup.producers or ())
+        http = {address: lookup.http_address(address) for address in listed}
+        readable = [a for a in listed if http[a] is not None]
+        topics = await asyncio.gather(
+            *(self._topic_stats(str(http[a]), spec.topic, interval, deadline) for a in readable)
+        )
+        found: dict[str, NsqdStats] = {
+            a: Unreadable("lookupd did not say its HTTP port") for a in listed if http[a] is None
+        }
+        missing = []
+        for address, topic in zip(readable, topics, strict=True):
+            found[address] = numbers = nsqd_stats.channel_stats(topic, spec.channel)
+            if isinstance(numbers, ChannelStats) and not numbers.channel_exists:
+                missing.append(address)
+        made = await asyncio.gather(
+            *(
+                nsqd_stats.create_channel(self._http(), str(http[a]), spec.topic, spec.channel, deadline)
+                for a in missing
+            )
+        )
+        for address, problem in zip(missing, made, strict=True):
+            numbers = found[address]
+            if problem is None and isinstance(numbers, ChannelStats):
+                found[address] = replace(numbers, channel_exists=True)
+                self._stats.pop((str(http[address]), spec.topic), None)  # it has one more channel now
+            elif problem is not None:
+                log.warning("creating channel %s on nsqd %s: %s", spec.channel, address, problem)
+        limits = await asyncio.gather(*(self._max_rdy_count(str(http[a]), deadline) for a in readable))
+        ceilings = {
+            a: autoscale.feedable(limit or MAX_RDY_COUNT, spec.worker.max_in_flight)
+            for a, limit in zip(readable, limits, strict=True)
+        }
+        return found, ceilings
+
+    async def _topic_stats(
+        self, http: str, topic: str, interval: float, deadline: float
+    ) -> TopicStats | Unreadable:
+        """This poll's read of one topic at one nsqd: shared by every consumer that asks within half
+        an interval of it (they all reconcile on the same lookup answer)."""
+        now = time.monotonic()
+        if now - self._pruned > STATS_KEPT:
+            self._stats = {k: v for k, v in self._stats.items() if now - v[0] < STATS_KEPT}
+            self._pruned = now
+        cached = self._stats.get((http, topic))
+        if cached is None or now - cached[0] >= interval / 2:
+            task = asyncio.get_running_loop().create_task(
+                nsqd_stats.read(self._http(), http, topic, deadline)
+            )
+            cached = self._stats[(http, topic)] = (now, task)
+            metrics.NSQD_STATS_READS.inc()
+        return await asyncio.shield(cached[1])
+
+    async def _max_rdy_count(self, http: str, deadline: float) -> int | None:
+        known = self._max_rdy.get(http)
+        if known is not None and time.monotonic() - known[0] < MAX_RDY_REFRESH:
+            return known[1]
+        value = await nsqd_stats.max_rdy_count(self._http(), http, deadline)
+        self._max_rdy[http] = (time.monotonic(), value)
+        return value
 
     def _lookup(self, slot: Slot) -> Lookup | None:
         if isinstance(slot.spec, SpecError):

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nsq_operator.autoscale import AutoscalingSpec
+
 # Equal to the worker's own defaults (nsq_worker.settings) where it has one, and to the CRD's
 # defaults in deploy/crds/nsqconsumers.nsqoperator.dev.yaml (a unit test checks those).
 # The worker image when spec.worker.image is empty: the chart sets it (worker.defaultImage) so one
@@ -41,6 +43,8 @@ DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "limits": {"cpu": "1", "memory": "256Mi"},
 }
 
+MAX_REPLICAS = 1000  # per nsqd, for the autoscaler: far past what one nsqd can feed
+MAX_STABILIZATION_SECONDS = 3600  # the HPA's own limit for a stabilization window
 MAX_RDY_COUNT = 2500  # nsqd's --max-rdy-count default: more in flight is refused per connection.
 MAX_MSG_TIMEOUT_SECONDS = 900  # nsqd's --max-msg-timeout default (15 min).
 
@@ -148,19 +152,26 @@ class ConsumerSpec:
     nsqd_removal_grace_seconds: int = DEFAULT_REMOVAL_GRACE_SECONDS
     paused: bool = False
     worker: WorkerSpec = field(default_factory=WorkerSpec)
+    autoscaling: AutoscalingSpec | None = None  # None: off, every nsqd gets replicasPerNsqd
 
     @property
     def replicas(self) -> int | None:
-        """Replicas every worker Deployment should have right now; None when an autoscaler owns them.
+        """Replicas every worker Deployment should have right now; None when an autoscaler owns them
+        (an external one, or the operator's own per-nsqd autoscaler, which decides nsqd by nsqd).
 
         `paused` wins even then: an HPA (and KEDA) leaves a Deployment scaled to 0 alone, and on
         resume the operator lets go of the count, so the autoscaler takes it up again.
         """
         if self.paused:
             return 0
-        if self.worker.replicas_owner == REPLICAS_OWNER_EXTERNAL:
+        if self.worker.replicas_owner == REPLICAS_OWNER_EXTERNAL or self.autoscaling is not None:
             return None
         return self.worker.replicas_per_nsqd
+
+    @property
+    def autoscaled(self) -> AutoscalingSpec | None:
+        """The autoscaler's settings when it decides replicas now (on, and not paused)."""
+        return None if self.paused else self.autoscaling
 
 
 class _InvalidError(Exception):
@@ -188,9 +199,29 @@ def _consumer(raw: Mapping[str, Any], path: str) -> ConsumerSpec:
         if worker_raw is None
         else _worker(_object(worker_raw, f"{path}.worker"), f"{path}.worker")
     )
+    topic = _nsq_name(_required(raw, "topic", path), f"{path}.topic")
+    channel = _nsq_name(_required(raw, "channel", path), f"{path}.channel")
+    autoscaling = (
+        None
+        if raw.get("autoscaling") is None
+        else _autoscaling(_object(raw["autoscaling"], f"{path}.autoscaling"), f"{path}.autoscaling")
+    )
+    if autoscaling is not None:
+        if worker.replicas_owner == REPLICAS_OWNER_EXTERNAL:
+            raise _InvalidError(
+                f"{path}.autoscaling.enabled",
+                "cannot be true while worker.replicasOwner is External: replicas have one owner",
+            )
+        if autoscaling.min_replicas == 0 and (topic.endswith("#ephemeral") or channel.endswith("#ephemeral")):
+            raise _InvalidError(
+                f"{path}.autoscaling.minReplicas",
+                "must be at least 1 for an #ephemeral topic or channel: nsqd drops its messages while "
+                "no worker is subscribed",
+            )
     return ConsumerSpec(
-        topic=_nsq_name(_required(raw, "topic", path), f"{path}.topic"),
-        channel=_nsq_name(_required(raw, "channel", path), f"{path}.channel"),
+        topic=topic,
+        channel=channel,
+        autoscaling=autoscaling,
         lookupd=LookupdSpec(
             http_addresses=_lookupd_urls(
                 _required(lookupd, "httpAddresses", f"{path}.lookupd"), f"{path}.lookupd.httpAddresses"
@@ -254,6 +285,34 @@ def _worker(raw: Mapping[str, Any], path: str) -> WorkerSpec:
         tls=_tls(raw.get("tls"), f"{path}.tls"),
         auth=_auth(raw.get("auth"), f"{path}.auth"),
     )
+
+
+def _autoscaling(raw: Mapping[str, Any], path: str) -> AutoscalingSpec | None:
+    """None unless `enabled`; bad numbers are refused even while it is off, so turning it on works."""
+    defaults = AutoscalingSpec()
+    minimum = _int(raw, "minReplicas", path, defaults.min_replicas, minimum=0, maximum=MAX_REPLICAS)
+    maximum = _int(raw, "maxReplicas", path, defaults.max_replicas, minimum=1, maximum=MAX_REPLICAS)
+    if minimum > maximum:
+        raise _InvalidError(f"{path}.minReplicas", f"must not exceed maxReplicas ({maximum}), not {minimum}")
+    found = AutoscalingSpec(
+        min_replicas=minimum,
+        max_replicas=maximum,
+        target_backlog_per_replica=_int(
+            raw, "targetBacklogPerReplica", path, defaults.target_backlog_per_replica, minimum=1
+        ),
+        scale_down_stabilization_seconds=_int(
+            raw,
+            "scaleDownStabilizationSeconds",
+            path,
+            defaults.scale_down_stabilization_seconds,
+            minimum=0,
+            maximum=MAX_STABILIZATION_SECONDS,
+        ),
+        max_scale_up_step=_int(
+            raw, "maxScaleUpStep", path, defaults.max_scale_up_step, minimum=1, maximum=MAX_REPLICAS
+        ),
+    )
+    return found if _bool(raw, "enabled", path, False) else None
 
 
 def _tls(raw: object, path: str) -> TlsSpec | None:

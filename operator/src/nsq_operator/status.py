@@ -20,11 +20,17 @@ from nsq_operator.spec import SpecError
 READY = "Ready"
 LOOKUPD_REACHABLE = "LookupdReachable"
 SPEC_VALID = "SpecValid"
-CONDITION_TYPES = (READY, LOOKUPD_REACHABLE, SPEC_VALID)
+SCALING_ACTIVE = "ScalingActive"  # only while the operator's autoscaler is on
+CONDITION_TYPES = (READY, LOOKUPD_REACHABLE, SPEC_VALID, SCALING_ACTIVE)
 
 # Fields that change on every poll without meaning anything changed.
 VOLATILE_FIELDS = ("lastLookupTime",)
-VOLATILE_NSQD_FIELDS = ("lastSeen",)
+# The backlog moves all the time: written with any other change, and on their own at most this
+# often, so a busy autoscaled consumer costs one status write per this many seconds, not per poll
+# (its live figures are in the operator's metrics).
+FIGURES = ("depth", "inFlight")
+FIGURES_REFRESH_SECONDS = 30.0
+VOLATILE_NSQD_FIELDS = ("lastSeen", *FIGURES)
 MAX_PROBLEMS_SHOWN = 3  # in the Ready message; every one is in status.nsqds[].problem
 
 
@@ -40,6 +46,18 @@ def parse_timestamp(value: object) -> datetime | None:
         return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         return None
+
+
+@dataclass(frozen=True)
+class NsqdScaling:
+    """The autoscaler's view of one nsqd at one poll."""
+
+    depth: int | None  # None: its stats could not be read
+    in_flight: int | None
+    current: int | None  # replicas of its Deployment before this poll; None: it had none
+    desired: int
+    reason: str  # of the last decision that changed something (or held for want of stats)
+    unreadable: str | None = None  # why its stats could not be read
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,7 @@ class Observation:
     failures: tuple[str, ...] = ()  # API calls that failed this poll
     problems: Mapping[str, str] = field(default_factory=dict)  # why a worker is not running, by nsqd
     applied: bool = True  # the spec was carried out in full; only then observedGeneration moves
+    scaling: Mapping[str, NsqdScaling] | None = None  # None: the operator's autoscaler is off
 
 
 def records_from_status(status: Mapping[str, Any] | None) -> dict[str, NsqdRecord]:
@@ -90,7 +109,9 @@ def build(observation: Observation, previous: Mapping[str, Any] | None) -> dict[
             "nsqds": nsqds,
         }
     conditions = {c["type"]: c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
-    fresh = [_spec_valid(obs), *_lookupd_reachable(obs), _ready(obs, status)]
+    fresh = [_spec_valid(obs), *_lookupd_reachable(obs), _ready(obs, status), *_scaling_active(obs)]
+    if obs.spec_error is None and obs.scaling is None:
+        conditions.pop(SCALING_ACTIVE, None)  # autoscaling off (or paused): nothing to say
     for type_, state, reason, message in fresh:
         conditions[type_] = _condition(conditions.get(type_), type_, state, reason, message, obs)
     status["conditions"] = [conditions[t] for t in CONDITION_TYPES if t in conditions]
@@ -103,6 +124,16 @@ def needs_write(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> b
     if previous is None:
         return True
     return _steady({**previous, **new}) != _steady(previous)
+
+
+def figures_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether the backlog figures in `new` differ from those already written."""
+
+    def figures(status: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
+        entries = [e for e in (status or {}).get("nsqds") or [] if isinstance(e, Mapping)]
+        return [tuple(entry.get(k) for k in ("address", *FIGURES)) for entry in entries]
+
+    return figures(previous) != figures(new)
 
 
 def _steady(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,6 +161,15 @@ def _nsqd_entry(obs: Observation, record: NsqdRecord) -> dict[str, Any]:
         entry["missingSince"] = timestamp(record.missing_since)
     if record.address in obs.problems:
         entry["problem"] = obs.problems[record.address]
+    scaling = (obs.scaling or {}).get(record.address)
+    if scaling is not None:
+        if scaling.depth is not None:
+            entry["depth"] = scaling.depth
+        if scaling.in_flight is not None:
+            entry["inFlight"] = scaling.in_flight
+        entry["replicas"] = scaling.current if scaling.current is not None else 0
+        entry["desiredReplicas"] = scaling.desired
+        entry["scaleReason"] = scaling.reason
     return entry
 
 
@@ -188,6 +228,33 @@ def _ready(obs: Observation, status: Mapping[str, Any]) -> Fresh:
     if ready < desired:
         return READY, "False", "WorkersNotReady", f"{counted}."
     return READY, "True", "AllWorkersReady", f"{counted}."
+
+
+def _scaling_active(obs: Observation) -> Iterable[Fresh]:
+    if obs.scaling is None or obs.spec_error is not None:
+        return []
+    blind = {a: s.unreadable for a, s in obs.scaling.items() if s.unreadable is not None}
+    if blind:
+        said = "; ".join(f"nsqd {a}: {blind[a]}" for a in sorted(blind)[:MAX_PROBLEMS_SHOWN])
+        more = len(blind) - MAX_PROBLEMS_SHOWN
+        tail = f"; and {more} more" if more > 0 else ""
+        return [
+            (
+                SCALING_ACTIVE,
+                "False",
+                "StatsUnreadable",
+                f"{len(blind)} of {len(obs.scaling)} nsqd cannot be read, so their replicas are held "
+                f"(never scaled down on missing data); {said}{tail}",
+            )
+        ]
+    return [
+        (
+            SCALING_ACTIVE,
+            "True",
+            "BacklogPerNsqd",
+            f"Replicas of each of {len(obs.scaling)} nsqd follow that nsqd's own backlog.",
+        )
+    ]
 
 
 def _problems_sentence(problems: Mapping[str, str], shown: int = MAX_PROBLEMS_SHOWN) -> str:
