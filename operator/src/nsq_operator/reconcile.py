@@ -198,7 +198,7 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
         lookup=found,
         plan=replace(planned, nsqds=tuple(kept[a] for a in sorted(kept))),
         replicas=spec.replicas or 0,
-        desired_total=sum(replicas.values()) if spec.replicas is None else None,
+        desired_total=_desired_total(spec, replicas, scaling, kept),
         paused=spec.paused,
         scaling=scaling if spec.autoscaled is not None else None,
         ready=ready,
@@ -263,6 +263,21 @@ def _wanted(spec: ConsumerSpec, worker: live.WorkerView, scaling: Mapping[str, s
     if decided is not None:
         return decided.desired
     return worker.replicas or 0
+
+
+def _desired_total(
+    spec: ConsumerSpec,
+    replicas: Mapping[str, int],
+    scaling: Mapping[str, NsqdScaling],
+    kept: Mapping[str, NsqdRecord],
+) -> int | None:
+    """Workers wanted over every nsqd: None when it is simply nsqd × spec.replicas; the autoscaler's
+    decisions for the nsqd that keep a worker; else the counts the Deployments have."""
+    if spec.replicas is not None:
+        return None
+    if scaling:
+        return sum(s.desired for address, s in scaling.items() if address in kept)
+    return sum(replicas.values())
 
 
 def _check(inputs: Inputs) -> None:
