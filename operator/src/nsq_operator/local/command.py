@@ -26,7 +26,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="run one worker process per nsqd on this machine, no cluster",
         description="Poll nsqlookupd like the operator does and keep one worker process per nsqd that "
         "produces the topic, each pinned to one core, restarted with backoff when it dies, "
-        "and stopped (drained) when its nsqd leaves. The worker command gets the same "
+        "and stopped (drained) when its nsqd leaves. It runs a fixed number of workers, one per "
+        "nsqd: the per-nsqd autoscaling of NsqConsumer's spec.autoscaling is the operator's only. "
+        "The worker command gets the same "
         "environment a worker pod gets (NSQ_TOPIC, NSQ_CHANNEL, NSQD_TCP_ADDRESS, "
         "NSQ_HEALTH_PORT, ...).",
         epilog=EXAMPLE,
