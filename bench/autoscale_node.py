@@ -1,0 +1,196 @@
+"""7b. The autoscaler on the real node: one hot nsqd among three, against fixed replica counts.
+
+The whole path, real: the operator as a pod installed by helm, three nsqd on the bridge, worker
+pods under the rig's kubelet. A backlog is published to one nsqd while the two others get a
+trickle; each policy runs the same workload in turn, and the run measures how long the backlog
+takes to drain (until nsqd holds nothing of it) and the pod-seconds the Deployments asked for
+(their spec.replicas, sampled, summed over time: the CPU reserved). The handler sleeps a few
+milliseconds per message (cooperatively), so a pod's rate is set by its concurrency, not by the
+machine's two shared cores: pods add capacity here the way they would on a real cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.common import Config
+from tests.e2e.node.support import apply, consumer, install_operator, uninstall_operator
+from tests.rig import docker, hostnet
+from tests.rig.kube import KubeCluster
+from tests.rig.node import RealNode
+from tests.rig.nsq import NsqCluster, Nsqd
+from tests.rig.tools import PROJECT_ROOT
+
+WORKER_IMAGE = "nsq-operator/worker:test"
+OPERATOR_IMAGE = "nsq-operator/operator:test"
+TINY = {"requests": {"cpu": "100m", "memory": "96Mi"}, "limits": {"cpu": "100m", "memory": "96Mi"}}
+SLEEP = 0.02  # seconds per message: with concurrency 4 a pod handles at most ~200 msg/s
+CONCURRENCY = 4
+TRICKLE = 5  # msg/s on each cold nsqd
+POLL = 2  # seconds between the operator's polls
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    spec: dict[str, Any]  # merged into the NsqConsumer's spec
+
+
+def policies(max_replicas: int, window: int) -> list[Policy]:
+    autoscaling = {
+        "enabled": True,
+        "minReplicas": 1,
+        "maxReplicas": max_replicas,
+        "targetBacklogPerReplica": 500,
+        "scaleDownStabilizationSeconds": window,
+        "maxScaleUpStep": max_replicas,
+    }
+    return [
+        Policy("per-nsqd autoscaler", {"autoscaling": autoscaling}),
+        Policy("fixed 1 per nsqd", {}),
+        Policy(f"fixed {max_replicas} per nsqd", {"worker": {"replicasPerNsqd": max_replicas}}),
+    ]
+
+
+class _Sampler(threading.Thread):
+    """Sums spec.replicas of a consumer's Deployments over time (pod-seconds reserved)."""
+
+    def __init__(self, kube: KubeCluster, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.namespace = kube, namespace
+        self.pod_seconds = 0.0
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(0.5):
+            try:
+                items = self.kube.get_json("deployments", "-n", self.namespace)["items"]
+            except Exception:  # a busy API server: the next sample counts the gap
+                continue
+            total = sum(int(d["spec"].get("replicas", 0)) for d in items)
+            now = time.monotonic()
+            self.pod_seconds += total * (now - last)
+            self.peak = max(self.peak, total)
+            last = now
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(10)
+
+
+def _drained(nsqd: Nsqd, topic: str, channel: str, at_least: int) -> bool:
+    stats = nsqd.channel_stats(topic, channel)
+    return (
+        stats.get("message_count", 0) >= at_least
+        and stats.get("depth", 1) == 0
+        and stats.get("in_flight_count", 1) == 0
+    )
+
+
+def _run(
+    kube: KubeCluster, nsq: NsqCluster, policy: Policy, index: int, backlog: int, horizon: float
+) -> dict[str, Any]:
+    """One policy: the time to drain the backlog, and the pod-seconds over `horizon` seconds from
+    the publish (or until drained, if later), the same span for every policy."""
+    namespace = f"bench-as-{index}-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", namespace)
+    topic, channel = f"skew{index}", "work"
+    for nsqd in nsq.nsqds:
+        nsqd.create_topic(topic, channel)
+    hot, cold = nsq.nsqds[0], nsq.nsqds[1:]
+    worker: dict[str, Any] = {
+        "resources": TINY,
+        "args": ["nsq_worker.examples:SleepWorker"],
+        "concurrency": CONCURRENCY,
+        "maxInFlight": CONCURRENCY,
+        **policy.spec.get("worker", {}),
+    }
+    body = consumer("skew", nsq, topic, channel=channel, worker=worker)
+    body["spec"]["lookupd"]["pollIntervalSeconds"] = POLL
+    body["spec"].update({k: v for k, v in policy.spec.items() if k != "worker"})
+    task = json.dumps({"sleep": SLEEP}).encode()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(1.0):
+            for nsqd in cold:
+                nsqd.publish(topic, [task] * TRICKLE)
+
+    sampler = _Sampler(kube, namespace)
+    feeder = threading.Thread(target=trickle, daemon=True)
+    try:
+        apply(kube, namespace, body)
+        deadline = time.monotonic() + 180
+        while len(kube.get_json("deployments", "-n", namespace)["items"]) < len(nsq.nsqds):
+            if time.monotonic() > deadline:
+                raise TimeoutError("no Deployment for every nsqd")
+            time.sleep(0.5)
+        sampler.start()
+        feeder.start()
+        started = time.monotonic()
+        hot.publish(topic, [task] * backlog)
+        while not _drained(hot, topic, channel, backlog):
+            if time.monotonic() - started > 900:
+                raise TimeoutError("the backlog did not drain within 15 minutes")
+            time.sleep(0.5)
+        drain = time.monotonic() - started
+        time.sleep(max(0.0, started + horizon - time.monotonic()))  # the tail: scale-down costs too
+    finally:
+        stop.set()
+        sampler.stop()
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    return {"policy": policy.name, "drain_seconds": drain, "pod_seconds": sampler.pod_seconds,
+            "peak_replicas": sampler.peak, "horizon_seconds": max(horizon, drain)}  # fmt: skip
+
+
+def measure(config: Config, log: Callable[[str], None]) -> dict[str, Any]:
+    """The control plane with the real node, the operator pod, three nsqd; one run per policy."""
+    work = config.work / "autoscale-node"
+    backlog = 2_000 if config.quick else 20_000
+    max_replicas, window = (2, 5) if config.quick else (4, 20)
+    horizon = 30.0 if config.quick else 180.0
+    kube = KubeCluster.start(work / "kube")
+    node = nsq = operator = None
+    runs = []
+    try:
+        docker.ensure_engine(work / "docker")
+        base = docker.ensure_base_image(work / "docker")
+        log("building the worker and operator images")
+        docker.build_image("worker", WORKER_IMAGE, base, PROJECT_ROOT)
+        docker.build_image("operator", OPERATOR_IMAGE, base, PROJECT_ROOT)
+        node = RealNode.start(kube.kubeconfig, kube.pki.ca_cert)
+        node.load_images(WORKER_IMAGE, OPERATOR_IMAGE)
+        nsq = NsqCluster.start(work / "nsq", nsqd_count=3, host=hostnet.GATEWAY)
+        operator = install_operator(kube, "nsq-bench-system", WORKER_IMAGE)
+        for index, policy in enumerate(policies(max_replicas, window)):
+            run = _run(kube, nsq, policy, index, backlog, horizon)
+            log(f"{policy.name}: drained in {run['drain_seconds']:.1f} s, "
+                f"{run['pod_seconds']:.0f} pod-seconds, peak {run['peak_replicas']} pods")  # fmt: skip
+            runs.append(run)
+    finally:
+        if operator is not None:
+            uninstall_operator(operator)
+        if nsq is not None:
+            nsq.stop()
+        if node is not None:
+            node.stop()
+        kube.stop()
+    return {
+        "runs": runs,
+        "backlog": backlog,
+        "nsqd": 3,
+        "max_replicas": max_replicas,
+        "window_seconds": window,
+        "poll_seconds": POLL,
+        "horizon_seconds": horizon,
+        "per_pod_rate": CONCURRENCY / SLEEP,
+        "trickle_per_cold_nsqd": TRICKLE,
+    }
