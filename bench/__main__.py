@@ -6,6 +6,8 @@ python -m bench --quick --out /tmp/b              # tiny sizes, seconds: the smo
 python -m bench --only operator                   # the operator, previous design vs v2 (~20 min)
 python -m bench --only operator --quick           # the same at tiny sizes (~3 min)
 python -m bench --only repair                     # edited and deleted workers put back (~2 min)
+python -m bench --only autoscale                  # autoscaling per nsqd vs KEDA-style, simulated (~5 s)
+python -m bench --only autoscale_node             # the autoscaler on the real node vs fixed counts (~12 min)
 python -m bench --report-only                     # redraw BENCHMARKS.md from docs/bench/results.json
 """
 
@@ -24,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import harness, latency, pods, repair, report, scaling, throughput
+from bench import autoscale, autoscale_node, harness, latency, pods, repair, report, scaling, throughput
 from bench import operator as operator_bench
 from bench.common import BENCHMARKS, NODE_BENCHMARKS, SLOW_BENCHMARKS, Config, Cores
 from tests.rig.tools import PROJECT_ROOT
@@ -156,6 +158,16 @@ def run(config: Config) -> dict[str, Any]:
         started = time.monotonic()
         results["repair"] = repair.measure(config, log)
         results["repair"]["took"] = time.monotonic() - started
+    if "autoscale" in config.only:
+        log("7. autoscaling: per-nsqd vs KEDA-style vs fixed (a simulation)")
+        started = time.monotonic()
+        results["autoscale"] = autoscale.measure(config, log)
+        results["autoscale"]["took"] = time.monotonic() - started
+    if "autoscale_node" in config.only:
+        log("7. autoscaling on the real node: per-nsqd vs fixed counts")
+        started = time.monotonic()
+        results["autoscale_node"] = autoscale_node.measure(config, log)
+        results["autoscale_node"]["took"] = time.monotonic() - started
     return results
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from bench.harness import BenchError, cpus
 
-BENCHMARKS = ("throughput", "latency", "scaling", "pods", "operator", "repair")
+BENCHMARKS = ("throughput", "latency", "scaling", "pods", "operator", "repair", "autoscale", "autoscale_node")
 # Needs the real node (root, containerd, a kubelet): not in the quick smoke run unless asked for.
-NODE_BENCHMARKS = ("pods",)
+NODE_BENCHMARKS = ("pods", "autoscale_node")
 # Minutes even at quick sizes (a fresh control plane per phase): not in the quick run unless asked for.
 SLOW_BENCHMARKS = ("operator", "repair")
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import latency, pods, repair, scaling, throughput
+from bench import autoscale, latency, pods, repair, scaling, throughput
 from bench import operator as operator_bench
 from tests.rig.tools import PROJECT_ROOT, binary
 
@@ -197,6 +197,9 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     op = results.get("operator")
     if op:
         rows.extend(operator_bench.goals(op))
+    au = results.get("autoscale")
+    if au:
+        rows.extend(autoscale.goals(au))
     return rows
 
 
@@ -342,6 +345,10 @@ def charts(results: dict[str, Any], directory: Path) -> dict[str, str]:
         fig.savefig(directory / "scaling.png", dpi=110)
         plt.close(fig)
         drawn["scaling"] = "scaling.png"
+
+    au = results.get("autoscale")
+    if au:
+        drawn["autoscale"] = autoscale.chart(au, directory)
     return drawn
 
 
@@ -399,6 +406,7 @@ def render(results: dict[str, Any], drawn: dict[str, str], chart_dir: str) -> st
         "make bench    # = .venv/bin/python -m bench: every benchmark (about 35 min on 2 cores)\n"
         ".venv/bin/python -m bench --only operator                       # the operator, about 20 min\n"
         ".venv/bin/python -m bench --only repair                         # repairs of workers, about 2 min\n"
+        ".venv/bin/python -m bench --only autoscale                      # autoscaling, simulated, seconds\n"
         ".venv/bin/python -m bench --only throughput --messages 200000   # a subset, smaller\n"
         ".venv/bin/python -m bench --quick --out /tmp/b                  # the smoke test's sizes\n```\n"
     )
@@ -411,6 +419,7 @@ def render(results: dict[str, Any], drawn: dict[str, str], chart_dir: str) -> st
         ("pods", _pods),
         ("operator", _operator),
         ("repair", _repair),
+        ("autoscale", lambda r, d, c, a: autoscale.report(r, results, d, c, a)),
     )
     for name, section in sections:
         if name in results:

@@ -102,3 +102,29 @@ def test_the_report_and_charts_are_written(quick_run: tuple[Path, dict[str, Any]
         png = out / "docs" / "bench" / chart
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart
         assert f"docs/bench/{chart}" in report
+
+
+def test_the_autoscaling_simulation_runs_every_policy_through_both_scenarios(
+    quick_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, results = quick_run
+    section = results["autoscale"]
+    assert section["kind"] == "simulation"
+    assert set(section["scenarios"]) == {"one_hot", "moving"}
+    for key, entry in section["scenarios"].items():
+        assert set(entry["policies"]) == {
+            "per_nsqd",
+            "keda",
+            "fixed",
+            "per_nsqd_min0",
+            "keda_min0",
+            "keda_each",
+        }
+        for name, run in entry["policies"].items():
+            assert run["pod_seconds"] > 0, f"{key}/{name}"
+            assert run["drains"], f"{key}/{name}: no burst"
+            assert all(d is not None and d > 0 for d in run["drains"]), f"{key}/{name}: {run['drains']}"
+    report = (out / "BENCHMARKS.md").read_text()
+    assert "## 7. Autoscaling: per-nsqd vs KEDA-style vs fixed" in report
+    assert "docs/bench/autoscale.png" in report
+    assert (out / "docs" / "bench" / "autoscale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
