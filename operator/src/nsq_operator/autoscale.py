@@ -11,7 +11,8 @@ The algorithm is the HPA's, per nsqd:
 - up at once, by at most `max_scale_up_step` replicas a decision;
 - down only to the highest recommendation of the stabilization window, so a burst shorter than the
   window never takes pods away and brings them back;
-- no numbers (nsqd's /stats unreadable): hold. Missing data never scales anything down.
+- no numbers (nsqd's /stats unreadable): hold, and start the window afresh when they return.
+  Missing data never scales anything down.
 - zero only when the channel exists on the nsqd, so messages published meanwhile wait there.
 """
 
@@ -90,7 +91,9 @@ def decide(
     bottom = min(spec.min_replicas, top)
     if isinstance(stats, Unreadable):
         held = current if current is not None else max(bottom, 1)
-        return Decision(held, f"held at {held}: {stats.reason}", history)
+        # The window restarts when numbers return: one reading after an outage is not enough to
+        # scale down on, just as after an operator restart.
+        return Decision(held, f"held at {held}: {stats.reason}", ())
 
     backlog = stats.backlog
     wanted = math.ceil(backlog / spec.target_backlog_per_replica)
