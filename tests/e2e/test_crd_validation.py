@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nsq_operator import status
+from nsq_operator.autoscale import AutoscalingSpec
+from nsq_operator.plan import NsqdRecord, Plan
+from nsq_operator.spec import ConsumerSpec, parse
 from tests.integration.operators import install_crd
 from tests.rig.kube import KubeCluster
 
@@ -96,6 +102,93 @@ BAD = [
     ("replicas owner unknown", changed("spec.worker", {"replicasOwner": "HPA"}), "spec.worker.replicasOwner"),
 ]
 
+
+def autoscaling(**fields: Any) -> dict[str, Any]:
+    return changed("spec.autoscaling", fields)
+
+
+def autoscaled(path: str, value: Any, **fields: Any) -> dict[str, Any]:
+    """GOOD with an autoscaling block and one more path set."""
+    body = autoscaling(**fields)
+    body["spec"].update({k: v for k, v in changed(path, value)["spec"].items() if k != "autoscaling"})
+    return body
+
+
+# (what is wrong, the body, what the API server's message must say: the field, then why)
+BAD_AUTOSCALING = [
+    (
+        "min over max",
+        autoscaling(enabled=True, minReplicas=5, maxReplicas=4),
+        ["spec.autoscaling.minReplicas", "minReplicas must not exceed maxReplicas"],
+    ),
+    (
+        "min over the default max",
+        autoscaling(enabled=True, minReplicas=5),
+        ["spec.autoscaling.minReplicas", "minReplicas must not exceed maxReplicas"],
+    ),
+    (
+        "min over max while disabled",  # as the operator's parser: turning it on later must work
+        autoscaling(enabled=False, minReplicas=5, maxReplicas=4),
+        ["spec.autoscaling.minReplicas", "minReplicas must not exceed maxReplicas"],
+    ),
+    ("min -1", autoscaling(minReplicas=-1), ["spec.autoscaling.minReplicas", "greater than or equal to 0"]),
+    ("max 0", autoscaling(maxReplicas=0), ["spec.autoscaling.maxReplicas", "greater than or equal to 1"]),
+    (
+        "max 1001",
+        autoscaling(maxReplicas=1001),
+        ["spec.autoscaling.maxReplicas", "less than or equal to 1000"],
+    ),
+    (
+        "target backlog 0",
+        autoscaling(targetBacklogPerReplica=0),
+        ["spec.autoscaling.targetBacklogPerReplica", "greater than or equal to 1"],
+    ),
+    (
+        "window 4000 s",
+        autoscaling(scaleDownStabilizationSeconds=4000),
+        ["spec.autoscaling.scaleDownStabilizationSeconds", "less than or equal to 3600"],
+    ),
+    (
+        "step 0",
+        autoscaling(maxScaleUpStep=0),
+        ["spec.autoscaling.maxScaleUpStep", "greater than or equal to 1"],
+    ),
+    ("enabled as a string", autoscaling(enabled="yes"), ["spec.autoscaling.enabled", "boolean"]),
+    ("a typo in a field", autoscaling(enabled=True, maxReplica=3), ["spec.autoscaling.maxReplica"]),
+    (
+        "enabled with an external owner",
+        autoscaled("spec.worker", {"replicasOwner": "External"}, enabled=True),
+        ["spec.autoscaling.enabled", "cannot be true while worker.replicasOwner is External"],
+    ),
+    (
+        "min 0 with an #ephemeral channel",
+        autoscaled("spec.channel", "archive#ephemeral", enabled=True, minReplicas=0),
+        ["spec.autoscaling.minReplicas", "must be at least 1 for an #ephemeral topic or channel"],
+    ),
+    (
+        "min 0 with an #ephemeral topic",
+        autoscaled("spec.topic", "events#ephemeral", enabled=True, minReplicas=0),
+        ["spec.autoscaling.minReplicas", "#ephemeral"],
+    ),
+]
+
+GOOD_AUTOSCALING = [
+    autoscaling(enabled=True),
+    autoscaling(
+        enabled=True,
+        minReplicas=0,
+        maxReplicas=1000,
+        targetBacklogPerReplica=1,
+        scaleDownStabilizationSeconds=3600,
+        maxScaleUpStep=1000,
+    ),
+    autoscaling(enabled=True, minReplicas=3, maxReplicas=3, scaleDownStabilizationSeconds=0),
+    autoscaling(),
+    autoscaled("spec.worker", {"replicasOwner": "External"}, enabled=False),
+    autoscaled("spec.channel", "archive#ephemeral", enabled=False, minReplicas=0),
+    autoscaled("spec.channel", "archive#ephemeral", enabled=True, minReplicas=1),
+]
+
 # What the schema must let through: the shapes people really write.
 GOOD_TOO = [
     changed("spec.worker", {"podLabels": {"app.kubernetes.io/part-of": "billing", "team": ""}}),
@@ -139,3 +232,113 @@ def test_valid_labels_annotations_and_quantities_are_accepted(
         "apply", "--dry-run=server", "-n", kube_namespace, "-f", "-", input=json.dumps(body), check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def dry_run(kube: KubeCluster, namespace: str, body: dict[str, Any]) -> Any:
+    return kube.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(body), check=False
+    )
+
+
+@pytest.mark.parametrize(("case", "body", "says"), BAD_AUTOSCALING, ids=[c for c, _, _ in BAD_AUTOSCALING])
+def test_bad_autoscaling_is_refused_saying_which_field_and_why(
+    crd: Path,
+    kube_cluster: KubeCluster,
+    kube_namespace: str,
+    case: str,
+    body: dict[str, Any],
+    says: list[str],
+) -> None:
+    result = dry_run(kube_cluster, kube_namespace, body)
+    assert result.returncode != 0, f"{case}: accepted"
+    for words in says:
+        assert words in result.stderr, f"{case}: {words!r} not in {result.stderr}"
+    if case != "a typo in a field":  # the operator ignores unknown fields; the API server refuses them
+        assert not isinstance(parse(body["spec"]), ConsumerSpec), f"{case}: the operator's parser accepts it"
+
+
+@pytest.mark.parametrize("body", GOOD_AUTOSCALING, ids=range(len(GOOD_AUTOSCALING)))
+def test_valid_autoscaling_is_accepted(
+    crd: Path, kube_cluster: KubeCluster, kube_namespace: str, body: dict[str, Any]
+) -> None:
+    result = dry_run(kube_cluster, kube_namespace, body)
+    assert result.returncode == 0, result.stderr
+    assert isinstance(parse(body["spec"]), ConsumerSpec), "the API server and the operator agree"
+
+
+def test_autoscaling_defaults_are_filled_in_and_mean_the_operators_defaults(
+    crd: Path, kube_cluster: KubeCluster, kube_namespace: str
+) -> None:
+    body = changed("metadata.name", "scaled")
+    body["spec"]["autoscaling"] = {"enabled": True, "maxReplicas": 8}
+    kube_cluster.kubectl("create", "-n", kube_namespace, "-f", "-", input=json.dumps(body))
+    stored = json.loads(
+        kube_cluster.kubectl("get", "nsqc", "scaled", "-n", kube_namespace, "-o", "json").stdout
+    )
+    assert stored["spec"]["autoscaling"] == {
+        "enabled": True,
+        "minReplicas": 1,
+        "maxReplicas": 8,
+        "targetBacklogPerReplica": 1000,
+        "scaleDownStabilizationSeconds": 300,
+        "maxScaleUpStep": 4,
+    }
+    parsed = parse(stored["spec"])
+    assert isinstance(parsed, ConsumerSpec)
+    assert parsed.autoscaling == AutoscalingSpec(max_replicas=8)
+    assert parsed == parse(body["spec"]), "the stored (defaulted) spec means what the user wrote"
+
+
+def test_the_api_server_keeps_the_autoscalers_status_and_shows_its_replicas(
+    crd: Path, kube_cluster: KubeCluster, kube_namespace: str
+) -> None:
+    """Every status field the operator writes survives the schema's pruning; Replicas shows their sum."""
+    body = changed("metadata.name", "figures")
+    body["spec"]["autoscaling"] = {"enabled": True}
+    kube_cluster.kubectl("create", "-n", kube_namespace, "-f", "-", input=json.dumps(body))
+    now = datetime.now(UTC).replace(microsecond=0)
+    a, b = "10.0.0.1:4150", "10.0.0.2:4150"
+    scaling = {
+        a: status.NsqdScaling(
+            depth=4200, in_flight=200, current=2, desired=5, reason="backlog 4400: up from 2"
+        ),
+        b: status.NsqdScaling(None, None, None, 1, "held at 1: refused", unreadable="connection refused"),
+    }
+    observation = status.Observation(
+        "figures",
+        1,
+        now,
+        plan=Plan((), (NsqdRecord(a, last_seen=now), NsqdRecord(b, last_seen=now, missing_since=now))),
+        scaling=scaling,
+        desired_total=6,
+        ready={},
+    )
+    written = status.build(observation, None)
+    kube_cluster.kubectl(
+        "patch", "nsqc", "figures", "-n", kube_namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": written}),
+    )  # fmt: skip
+    stored = json.loads(
+        kube_cluster.kubectl("get", "nsqc", "figures", "-n", kube_namespace, "-o", "json").stdout
+    )
+    assert stored["status"] == written
+    assert stored["status"]["nsqds"][0]["scaleReason"] == "backlog 4400: up from 2"
+    table = kube_cluster.kubectl("get", "nsqc", "figures", "-n", kube_namespace).stdout.splitlines()
+    header, row = table[0].split(), table[1].split()
+    assert dict(zip(header, row, strict=False))["REPLICAS"] == "6"
+
+
+def test_kubectl_explain_describes_autoscaling(crd: Path, kube_cluster: KubeCluster) -> None:
+    deadline = time.monotonic() + 60
+    while True:  # the API server publishes a new CRD's OpenAPI a little after it is established
+        result = kube_cluster.kubectl("explain", "nsqconsumer.spec.autoscaling", check=False)
+        if result.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "Scale each nsqd's worker Deployment on that nsqd's own backlog" in text
+    for field in ("enabled", "minReplicas", "maxReplicas", "targetBacklogPerReplica", "maxScaleUpStep"):
+        assert field in text, field
+    window = kube_cluster.kubectl("explain", "nsqconsumer.spec.autoscaling.scaleDownStabilizationSeconds")
+    assert "so bursts shorter than it do not flap replicas" in " ".join(window.stdout.split())

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from nsq_operator import events, naming, status
 from nsq_operator.lookupd import Lookup, LookupFailure, Producers
 from nsq_operator.plan import Create, Delete, NsqdRecord, Plan, Scale, Update
 from nsq_operator.spec import SpecError
 
+CRD = Path(__file__).resolve().parents[2] / "deploy" / "crds" / "nsqconsumers.nsqoperator.dev.yaml"
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 A, B = "10.0.0.1:4150", "10.0.0.2:4150"
 UP = Lookup((Producers("http://l1", frozenset({A, B})),))
@@ -233,3 +237,197 @@ def test_many_worker_problems_are_summed_up_in_ready() -> None:
 def test_problems_are_ignored_once_every_worker_is_ready() -> None:
     built = status.build(observe(ready=ready_for(A, B), problems={A: "Unhealthy"}), None)
     assert conditions(built)["Ready"] == ("True", "AllWorkersReady")
+
+
+# --- the autoscaler's figures and the ScalingActive condition ----------------------------------------------
+
+HOT = status.NsqdScaling(
+    depth=1200,
+    in_flight=30,
+    current=1,
+    desired=2,
+    reason="backlog 1230 (depth 1200 + in flight 30): up from 1",
+)
+BLIND = status.NsqdScaling(
+    depth=None, in_flight=None, current=None, desired=1, reason="held at 1: refused", unreadable="refused"
+)
+STEADY = status.NsqdScaling(depth=0, in_flight=0, current=1, desired=1, reason="backlog 0 wants 0")
+
+
+def scaled(**overrides: Any) -> status.Observation:
+    values: dict[str, Any] = {"scaling": {A: HOT, B: STEADY}, "desired_total": 3, "ready": ready_for(A, B)}
+    return observe(**(values | overrides))
+
+
+def test_nsqd_entries_carry_the_autoscalers_figures() -> None:
+    built = status.build(scaled(scaling={A: HOT, B: BLIND}), None)
+    by_address = {entry["address"]: entry for entry in built["nsqds"]}
+    assert by_address[A] == {
+        "address": A,
+        "deployment": naming.worker_name("orders", A),
+        "readyReplicas": 1,
+        "lastSeen": "2025-01-01T12:00:00Z",
+        "depth": 1200,
+        "inFlight": 30,
+        "replicas": 1,
+        "desiredReplicas": 2,
+        "scaleReason": HOT.reason,
+    }
+    blind = by_address[B]
+    assert "depth" not in blind
+    assert "inFlight" not in blind, "unknown is not zero"
+    assert (blind["replicas"], blind["desiredReplicas"], blind["scaleReason"]) == (0, 1, "held at 1: refused")
+    assert built["desiredWorkers"] == 3, "the autoscaler's sum, not nsqd count x replicas"
+
+
+def test_without_the_autoscaler_entries_have_no_figures() -> None:
+    built = status.build(observe(ready=ready_for(A, B)), None)
+    for entry in built["nsqds"]:
+        assert not {"depth", "inFlight", "replicas", "desiredReplicas", "scaleReason"} & entry.keys()
+    assert status.condition(built, status.SCALING_ACTIVE) is None
+
+
+def test_scaling_active_when_every_nsqd_is_read() -> None:
+    built = status.build(scaled(), None)
+    assert conditions(built)["ScalingActive"] == ("True", "BacklogPerNsqd")
+    assert [c["type"] for c in built["conditions"]] == [
+        "Ready",
+        "LookupdReachable",
+        "SpecValid",
+        "ScalingActive",
+    ]
+    message = status.condition(built, "ScalingActive")["message"]  # type: ignore[index]
+    assert message == "Replicas of each of 2 nsqd follow that nsqd's own backlog."
+    assert conditions(built)["Ready"] == ("False", "WorkersNotReady"), "2 of 3 workers ready"
+
+
+def test_scaling_inactive_names_the_nsqd_it_cannot_read() -> None:
+    built = status.build(scaled(scaling={A: HOT, B: BLIND}), None)
+    assert conditions(built)["ScalingActive"] == ("False", "StatsUnreadable")
+    message = status.condition(built, "ScalingActive")["message"]  # type: ignore[index]
+    assert message.startswith("1 of 2 nsqd cannot be read, so their replicas are held")
+    assert message.endswith(f"; nsqd {B}: refused")
+    assert A not in message
+
+
+def test_many_unreadable_nsqd_are_summed_up() -> None:
+    addresses = [f"10.0.1.{i}:4150" for i in range(5)]
+    plan = Plan((), tuple(NsqdRecord(a, last_seen=NOW) for a in addresses))
+    built = status.build(observe(plan=plan, scaling=dict.fromkeys(addresses, BLIND)), None)
+    message = status.condition(built, "ScalingActive")["message"]  # type: ignore[index]
+    assert message.startswith("5 of 5 nsqd cannot be read")
+    assert message.count(": refused") == status.MAX_PROBLEMS_SHOWN
+    assert message.endswith("; and 2 more")
+
+
+def test_scaling_active_goes_away_with_the_autoscaler_but_not_with_a_bad_spec() -> None:
+    on = status.build(scaled(), None)
+    assert status.condition(on, "ScalingActive") is not None
+    later = NOW + timedelta(seconds=10)
+    bad = status.build(status.Observation("orders", 4, later, spec_error=SpecError("spec.topic", "x")), on)
+    assert conditions(bad)["ScalingActive"] == ("True", "BacklogPerNsqd"), "what we last knew"
+    off = status.build(observe(now=later, ready=ready_for(A, B)), on)
+    assert status.condition(off, "ScalingActive") is None
+    assert "ScalingActive" not in conditions(off)
+    paused = status.build(observe(now=later, paused=True, replicas=0), on)  # paused: no scaling given
+    assert status.condition(paused, "ScalingActive") is None
+    assert status.needs_write(on, off)
+
+
+def test_scaling_active_transition_time_moves_only_when_it_flips() -> None:
+    first = status.build(scaled(), None)
+    later = NOW + timedelta(minutes=1)
+    same = status.build(scaled(now=later, scaling={A: STEADY, B: HOT}), first)
+    assert status.condition(same, "ScalingActive")["lastTransitionTime"] == "2025-01-01T12:00:00Z"  # type: ignore[index]
+    blind = status.build(scaled(now=later, scaling={A: HOT, B: BLIND}), first)
+    assert status.condition(blind, "ScalingActive")["lastTransitionTime"] == "2025-01-01T12:01:00Z"  # type: ignore[index]
+
+
+def test_backlog_figures_alone_are_no_news_but_are_figures() -> None:
+    first = status.build(scaled(), None)
+    moved = status.NsqdScaling(depth=9000, in_flight=200, current=1, desired=2, reason=HOT.reason)
+    busier = status.build(scaled(now=NOW + timedelta(seconds=5), scaling={A: moved, B: STEADY}), first)
+    assert not status.needs_write(first, busier)
+    assert status.figures_changed(first, busier)
+    for depth, in_flight in ((1200, 31), (1201, 30)):  # either figure alone
+        one = status.NsqdScaling(depth=depth, in_flight=in_flight, current=1, desired=2, reason=HOT.reason)
+        nudged = status.build(scaled(scaling={A: one, B: STEADY}), first)
+        assert status.figures_changed(first, nudged), (depth, in_flight)
+        assert not status.needs_write(first, nudged), (depth, in_flight)
+    again = status.build(scaled(now=NOW + timedelta(seconds=10)), first)
+    assert not status.needs_write(first, again)
+    assert not status.figures_changed(first, again)
+
+
+def test_a_decision_is_news() -> None:
+    first = status.build(scaled(), None)
+    wants_more = status.NsqdScaling(depth=1200, in_flight=30, current=1, desired=3, reason=HOT.reason)
+    assert status.needs_write(first, status.build(scaled(scaling={A: wants_more, B: STEADY}), first))
+    scaled_up = status.NsqdScaling(depth=1200, in_flight=30, current=2, desired=2, reason=HOT.reason)
+    assert status.needs_write(first, status.build(scaled(scaling={A: scaled_up, B: STEADY}), first))
+    new_words = status.NsqdScaling(depth=1200, in_flight=30, current=1, desired=2, reason="capped at 2")
+    assert status.needs_write(first, status.build(scaled(scaling={A: new_words, B: STEADY}), first))
+    went_blind = status.build(scaled(scaling={A: HOT, B: BLIND}), first)
+    assert status.needs_write(first, went_blind)
+
+
+def test_figures_changed_edges() -> None:
+    first = status.build(scaled(), None)
+    assert status.figures_changed(None, first)
+    assert not status.figures_changed(None, {"conditions": []})
+    assert not status.figures_changed(first, dict(first))
+    fewer = dict(first, nsqds=first["nsqds"][:1])
+    assert status.figures_changed(first, fewer), "an nsqd whose figures went away"
+
+
+def test_the_crd_keeps_every_status_field_the_operator_writes() -> None:
+    """The API server prunes fields its schema does not list: each one the status builder writes is there."""
+    crd = yaml.safe_load(CRD.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    built = status.build(scaled(scaling={A: HOT, B: BLIND}, problems={A: "ErrImagePull"}), None)
+    assert set(built) <= set(schema)
+    entry_fields = set(schema["nsqds"]["items"]["properties"])
+    for entry in built["nsqds"]:
+        assert set(entry) <= entry_fields, set(entry) - entry_fields
+    assert {"depth", "inFlight", "replicas", "desiredReplicas", "scaleReason", "missingSince"} <= {
+        key for entry in built["nsqds"] for key in entry
+    }
+    for condition in built["conditions"]:
+        assert set(condition) <= set(schema["conditions"]["items"]["properties"])
+
+
+def test_unreadable_stats_events_on_transitions_only() -> None:
+    started = events.for_unreadable_stats({}, {A: "connection refused"})
+    assert started == [
+        events.Event(
+            events.WARNING, "NsqdStatsUnreadable", f"Holding the replicas of nsqd {A}: connection refused"
+        )
+    ]
+    assert events.for_unreadable_stats({A: "connection refused"}, {A: "no answer within 2 s"}) == []
+    assert events.for_unreadable_stats({A: "connection refused"}, {A: "connection refused"}) == []
+    recovered = events.for_unreadable_stats({A: "connection refused"}, {})
+    assert recovered == [
+        events.Event(
+            events.NORMAL, "NsqdStatsReadable", f"Stats of nsqd {A} are readable again; scaling resumes"
+        )
+    ]
+    swapped = events.for_unreadable_stats({A: "x"}, {B: "y"})
+    assert [(e.type, e.reason, B in e.message or A in e.message) for e in swapped] == [
+        (events.WARNING, "NsqdStatsUnreadable", True),
+        (events.NORMAL, "NsqdStatsReadable", True),
+    ]
+    assert B in swapped[0].message
+    assert A in swapped[1].message
+    assert events.for_unreadable_stats({}, {}) == []
+
+
+def test_scale_events_say_why() -> None:
+    why = "backlog 2500 (depth 2500 + in flight 0) at 1000 per replica wants 3: up from 1"
+    event = events.for_action(Scale("w", A, 3, why), None)
+    assert event == events.Event(
+        events.NORMAL, "DeploymentScaled", f"Scaled Deployment w for nsqd {A} to 3 replica(s): {why}"
+    )
+    plain = events.for_action(Scale("w", A, 0), None)
+    assert plain.message == f"Scaled Deployment w for nsqd {A} to 0 replica(s)"
+    autoscaled = events.for_action(Create("w", A, None), None)
+    assert autoscaled.message == f"Created Deployment w for nsqd {A} with its autoscaler's replicas"

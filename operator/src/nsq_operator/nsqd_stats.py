@@ -129,7 +129,10 @@ async def max_rdy_count(session: aiohttp.ClientSession, http_address: str, deadl
 
 def _topic(entry: Mapping[str, Any]) -> TopicStats | Unreadable:
     channels: dict[str, ChannelStats] = {}
-    for raw in entry.get("channels") or []:
+    listed = entry.get("channels") or []
+    if not isinstance(listed, list):
+        return Unreadable("/stats has a malformed channel entry")
+    for raw in listed:
         if not isinstance(raw, dict) or not isinstance(raw.get("channel_name"), str):
             return Unreadable("/stats has a malformed channel entry")
         numbers = [raw.get(k, 0) for k in ("depth", "in_flight_count", "deferred_count")]

@@ -271,8 +271,8 @@ def _desired_total(
     scaling: Mapping[str, NsqdScaling],
     kept: Mapping[str, NsqdRecord],
 ) -> int | None:
-    """Workers wanted over every nsqd: None when it is simply nsqd × spec.replicas; the autoscaler's
-    decisions for the nsqd that keep a worker; else the counts the Deployments have."""
+    """Workers wanted over every nsqd: None when it is simply the nsqd count times spec.replicas;
+    the autoscaler's decisions for the nsqd that keep a worker; else the counts the Deployments have."""
     if spec.replicas is not None:
         return None
     if scaling:

@@ -358,7 +358,10 @@ class Scheduler:
         stats: dict[str, NsqdStats] = {}
         ceilings: dict[str, int] = {}
         if isinstance(slot.spec, ConsumerSpec) and slot.spec.autoscaled is not None and lookup is not None:
-            stats, ceilings = await self._nsqd_numbers(slot.spec, lookup, slot.interval)
+            try:
+                stats, ceilings = await self._nsqd_numbers(slot.spec, lookup, slot.interval)
+            except Exception:  # a bug here must not stop reconciles: without numbers the autoscaler holds
+                log.exception("reading the nsqd numbers of %s/%s failed", *slot.key)
         views = self._views(slot)
         inputs = reconcile.Inputs(
             body=slot.body,
