@@ -19,16 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import node_rig
 from bench.common import Config
-from tests.e2e.node.support import apply, consumer, install_operator, uninstall_operator
-from tests.rig import docker, hostnet
+from tests.e2e.node.support import apply, consumer
 from tests.rig.kube import KubeCluster
-from tests.rig.node import RealNode
 from tests.rig.nsq import NsqCluster, Nsqd
-from tests.rig.tools import PROJECT_ROOT
 
-WORKER_IMAGE = "nsq-operator/worker:test"
-OPERATOR_IMAGE = "nsq-operator/operator:test"
 TINY = {"requests": {"cpu": "100m", "memory": "96Mi"}, "limits": {"cpu": "100m", "memory": "96Mi"}}
 SLEEP = 0.02  # seconds per message: with concurrency 4 a pod handles at most ~200 msg/s
 CONCURRENCY = 4
@@ -66,11 +62,11 @@ class _Sampler(threading.Thread):
         self.kube, self.namespace = kube, namespace
         self.pod_seconds = 0.0
         self.peak = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         last = time.monotonic()
-        while not self._stop.wait(0.5):
+        while not self._halt.wait(0.5):
             try:
                 items = self.kube.get_json("deployments", "-n", self.namespace)["items"]
             except Exception:  # a busy API server: the next sample counts the gap
@@ -82,7 +78,7 @@ class _Sampler(threading.Thread):
             last = now
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
 
 
@@ -153,36 +149,16 @@ def _run(
 
 def measure(config: Config, log: Callable[[str], None]) -> dict[str, Any]:
     """The control plane with the real node, the operator pod, three nsqd; one run per policy."""
-    work = config.work / "autoscale-node"
     backlog = 2_000 if config.quick else 20_000
     max_replicas, window = (2, 5) if config.quick else (4, 20)
     horizon = 30.0 if config.quick else 180.0
-    kube = KubeCluster.start(work / "kube")
-    node = nsq = operator = None
     runs = []
-    try:
-        docker.ensure_engine(work / "docker")
-        base = docker.ensure_base_image(work / "docker")
-        log("building the worker and operator images")
-        docker.build_image("worker", WORKER_IMAGE, base, PROJECT_ROOT)
-        docker.build_image("operator", OPERATOR_IMAGE, base, PROJECT_ROOT)
-        node = RealNode.start(kube.kubeconfig, kube.pki.ca_cert)
-        node.load_images(WORKER_IMAGE, OPERATOR_IMAGE)
-        nsq = NsqCluster.start(work / "nsq", nsqd_count=3, host=hostnet.GATEWAY)
-        operator = install_operator(kube, "nsq-bench-system", WORKER_IMAGE)
+    with node_rig.real_node(config.work / "autoscale-node", 3, log) as (kube, _node, nsq):
         for index, policy in enumerate(policies(max_replicas, window)):
             run = _run(kube, nsq, policy, index, backlog, horizon)
             log(f"{policy.name}: drained in {run['drain_seconds']:.1f} s, "
                 f"{run['pod_seconds']:.0f} pod-seconds, peak {run['peak_replicas']} pods")  # fmt: skip
             runs.append(run)
-    finally:
-        if operator is not None:
-            uninstall_operator(operator)
-        if nsq is not None:
-            nsq.stop()
-        if node is not None:
-            node.stop()
-        kube.stop()
     return {
         "note": (
             f"Real pods on the rig's kubelet, the operator as a pod: {backlog:,} messages published at "

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from bench import node_rig
 from bench.common import Config, summary
 from tests.e2e.node.support import (
     apply,
@@ -29,19 +30,12 @@ from tests.e2e.node.support import (
     consumer,
     container_pids,
     container_status,
-    install_operator,
     pods,
-    uninstall_operator,
     wait_ready_pods,
 )
-from tests.rig import docker, hostnet
 from tests.rig.kube import KubeCluster
 from tests.rig.node import RealNode
 from tests.rig.nsq import NsqCluster
-from tests.rig.tools import PROJECT_ROOT
-
-WORKER_IMAGE = "nsq-operator/worker:test"
-OPERATOR_IMAGE = "nsq-operator/operator:test"
 
 
 def _time(stamp: str | None) -> float | None:
@@ -106,34 +100,14 @@ def _one_run(kube: KubeCluster, node: RealNode, nsq: NsqCluster, index: int) -> 
 
 def measure(config: Config, log: Callable[[str], None]) -> dict[str, Any]:
     """Start the control plane with the real node, the operator pod and nsqd; time `repeats` runs."""
-    work = config.work / "pods"
     runs: list[dict[str, Any]] = []
-    kube = KubeCluster.start(work / "kube")
-    node = nsq = operator = None
-    try:
-        docker.ensure_engine(work / "docker")
-        base = docker.ensure_base_image(work / "docker")
-        log("building the worker and operator images")
-        docker.build_image("worker", WORKER_IMAGE, base, PROJECT_ROOT)
-        docker.build_image("operator", OPERATOR_IMAGE, base, PROJECT_ROOT)
-        node = RealNode.start(kube.kubeconfig, kube.pki.ca_cert)
-        node.load_images(WORKER_IMAGE, OPERATOR_IMAGE)
-        nsq = NsqCluster.start(work / "nsq", nsqd_count=1, host=hostnet.GATEWAY)
-        operator = install_operator(kube, "nsq-bench-system", WORKER_IMAGE)
+    with node_rig.real_node(config.work / "pods", 1, log) as (kube, node, nsq):
         repeats = max(config.repeats, 1) if config.quick else max(config.repeats, 5)
         for index in range(repeats):
             run = _one_run(kube, node, nsq, index)
             log(f"run {index + 1}/{repeats}: first message {run['first_message']:.1f} s, "
                 f"SIGKILL to Ready {run['restart_ready']:.1f} s")  # fmt: skip
             runs.append(run)
-    finally:
-        if operator is not None:
-            uninstall_operator(operator)
-        if nsq is not None:
-            nsq.stop()
-        if node is not None:
-            node.stop()
-        kube.stop()
     stage_names = ("deployment", "pod", "scheduled", "started", "ready")
     return {
         "first_message": summary([r["first_message"] for r in runs]),

@@ -159,6 +159,28 @@ def describe_error(error: Exception) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+async def get_bounded(
+    session: aiohttp.ClientSession,
+    url: str,
+    params: Mapping[str, str],
+    limit: int,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, bytes | None]:
+    """GET `url`: its status and body, or None for a body past `limit` bytes (read no further).
+
+    No timeout of its own: callers wrap it in one total deadline. Redirects are not followed.
+    """
+    async with session.get(
+        url, params=params, headers={"User-Agent": USER_AGENT, **(headers or {})}, allow_redirects=False
+    ) as response:
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                return response.status, None
+        return response.status, bytes(body)
+
+
 async def ask(session: aiohttp.ClientSession, lookupd: str, topic: str, deadline: float) -> LookupdAnswer:
     """GET <lookupd>/lookup?topic=<topic>, done within `deadline` seconds in all, or a LookupFailure.
 
@@ -168,18 +190,12 @@ async def ask(session: aiohttp.ClientSession, lookupd: str, topic: str, deadline
     """
     try:
         async with asyncio.timeout(deadline):
-            async with session.get(
-                f"{lookupd}/lookup",
-                params={"topic": topic},
-                headers={"Accept": ACCEPT, "User-Agent": USER_AGENT},
-                allow_redirects=False,
-            ) as response:
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(64 * 1024):
-                    body += chunk
-                    if len(body) > MAX_ANSWER_BYTES:
-                        return LookupFailure(lookupd, f"answer larger than {MAX_ANSWER_BYTES} bytes")
-                return parse_lookup(lookupd, response.status, bytes(body))
+            status, body = await get_bounded(
+                session, f"{lookupd}/lookup", {"topic": topic}, MAX_ANSWER_BYTES, {"Accept": ACCEPT}
+            )
+        if body is None:
+            return LookupFailure(lookupd, f"answer larger than {MAX_ANSWER_BYTES} bytes")
+        return parse_lookup(lookupd, status, body)
     except TimeoutError:
         return LookupFailure(lookupd, f"no complete answer within {deadline:g} s")
     except (aiohttp.ClientError, OSError, ValueError) as error:

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from nsq_operator.autoscale import ChannelStats, NsqdStats, Unreadable
-from nsq_operator.lookupd import USER_AGENT, describe_error
+from nsq_operator.lookupd import USER_AGENT, describe_error, get_bounded
 
 MAX_STATS_BYTES = 4 * 1024 * 1024  # a topic's stats without clients are small; a runaway answer is not
 
@@ -72,19 +72,10 @@ async def read(
     params = {"format": "json", "topic": topic, "include_clients": "false", "include_mem": "false"}
     try:
         async with asyncio.timeout(deadline):
-            async with session.get(
-                f"http://{http_address}/stats",
-                params=params,
-                headers={"User-Agent": USER_AGENT},
-                allow_redirects=False,
-            ) as response:
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(64 * 1024):
-                    body += chunk
-                    if len(body) > MAX_STATS_BYTES:
-                        too_long = f"answered more than {MAX_STATS_BYTES} bytes"
-                        return Unreadable(f"/stats at {http_address} {too_long}")
-                return parse_stats(topic, response.status, bytes(body))
+            status, body = await get_bounded(session, f"http://{http_address}/stats", params, MAX_STATS_BYTES)
+        if body is None:
+            return Unreadable(f"/stats at {http_address} answered more than {MAX_STATS_BYTES} bytes")
+        return parse_stats(topic, status, body)
     except TimeoutError:
         return Unreadable(f"/stats at {http_address}: no complete answer within {deadline:g} s")
     except (aiohttp.ClientError, OSError, ValueError) as error:
