@@ -36,3 +36,11 @@ def test_planning_and_lookups_do_not_need_kubernetes_or_kopf() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_local_help_says_it_runs_a_fixed_number_per_nsqd(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["local", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "fixed number of workers, one per nsqd" in text
+    assert "autoscaling" in text
