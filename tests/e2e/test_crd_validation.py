@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from nsq_operator import status
 from nsq_operator.autoscale import AutoscalingSpec
@@ -328,17 +330,102 @@ def test_the_api_server_keeps_the_autoscalers_status_and_shows_its_replicas(
     assert dict(zip(header, row, strict=False))["REPLICAS"] == "6"
 
 
-def test_kubectl_explain_describes_autoscaling(crd: Path, kube_cluster: KubeCluster) -> None:
+def explain(kube: KubeCluster, *args: str, showing: Iterable[str] = ()) -> str:
+    """`kubectl explain ARGS`, whitespace folded, once it works and shows every one of `showing`.
+
+    The API server publishes a new CRD's OpenAPI a little after it is established (and a changed
+    one a little after the change), so this asks again for up to a minute.
+    """
+    wanted = [" ".join(words.split()) for words in showing]
     deadline = time.monotonic() + 60
-    while True:  # the API server publishes a new CRD's OpenAPI a little after it is established
-        result = kube_cluster.kubectl("explain", "nsqconsumer.spec.autoscaling", check=False)
-        if result.returncode == 0 or time.monotonic() > deadline:
-            break
+    while True:
+        result = kube.kubectl("explain", *args, check=False)
+        text = " ".join(result.stdout.split())
+        if result.returncode == 0 and all(words in text for words in wanted):
+            return text
+        if time.monotonic() > deadline:
+            assert result.returncode == 0, result.stderr
+            return text  # the caller's assertions say what is missing
         time.sleep(1)
-    assert result.returncode == 0, result.stderr
-    text = " ".join(result.stdout.split())
+
+
+def test_kubectl_explain_describes_autoscaling(crd: Path, kube_cluster: KubeCluster) -> None:
+    text = explain(kube_cluster, "nsqconsumer.spec.autoscaling")
     assert "Scale each nsqd's worker Deployment on that nsqd's own backlog" in text
     for field in ("enabled", "minReplicas", "maxReplicas", "targetBacklogPerReplica", "maxScaleUpStep"):
         assert field in text, field
     window = kube_cluster.kubectl("explain", "nsqconsumer.spec.autoscaling.scaleDownStabilizationSeconds")
     assert "so bursts shorter than it do not flap replicas" in " ".join(window.stdout.split())
+
+
+def described(crd: Path, path: str) -> tuple[list[str], dict[str, str]]:
+    """What `kubectl explain` should say of `path`: its description (and its items', for a list),
+    and the description of each field under it."""
+    loaded = yaml.safe_load(crd.read_text())
+    node: dict[str, Any] = loaded["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for name in path.split("."):
+        node = node["properties"][name]
+        own = [node["description"]]
+        while node.get("type") == "array":
+            node = node["items"]
+            own.append(node["description"])
+    fields = {name: child["description"] for name, child in (node.get("properties") or {}).items()}
+    return own, fields
+
+
+# (the path, words its explanation must hold: what the CRD says there, written out once here too)
+EXPLAINED = [
+    ("spec.worker", "one Deployment per nsqd"),
+    ("spec.worker.maxInFlight", "RDY count per worker"),
+    ("spec.lookupd", "The nsqlookupd to ask which nsqd produce the topic."),
+    ("spec.lookupd.pollIntervalSeconds", "How often to ask lookupd and reconcile."),
+    ("spec.worker.tolerations", "Taints the worker pods tolerate"),
+    ("spec.worker.env.valueFrom", "Where the value comes from"),
+    ("spec.worker.tls", "TLS to nsqd"),
+    ("status", "What the operator last saw and did."),
+    ("status.nsqds", "One entry per nsqd that has a worker"),
+    ("status.nsqds.missingSince", "deleted nsqdRemovalGraceSeconds later unless it comes back"),
+    ("status.conditions", "Ready, LookupdReachable, SpecValid"),
+    ("status.conditions.lastTransitionTime", "When status last changed"),
+]
+
+
+@pytest.mark.parametrize(("path", "words"), EXPLAINED, ids=[path for path, _ in EXPLAINED])
+def test_kubectl_explain_shows_the_crds_descriptions(
+    crd: Path, kube_cluster: KubeCluster, path: str, words: str
+) -> None:
+    """The field's own description, and for an object every field under it with its description."""
+    own, fields = described(crd, path)
+    text = explain(kube_cluster, f"nsqconsumer.{path}", showing=[words, *own, *fields.values()])
+    assert words in text, f"{path}: {words!r} not in {text}"
+    for description in own:
+        assert " ".join(description.split()) in text, f"{path}: {description!r} not in {text}"
+    for name, description in fields.items():
+        assert f"{name} <" in text, f"{path}.{name} not listed: {text}"
+        assert " ".join(description.split()) in text, f"{path}.{name}: {description!r} not in {text}"
+    for blank in ("<empty>", "<no description>"):  # what kubectl prints for a field without one
+        assert blank not in text, f"{path}: {text}"
+
+
+def test_kubectl_explain_recursive_lists_every_field(crd: Path, kube_cluster: KubeCluster) -> None:
+    """`--recursive` reaches the nested fields: list items, their objects, and the whole status."""
+    nested = {
+        "spec.worker": ["valueFrom", "imagePullSecrets", "tolerationSeconds", "secretName", "requests"],
+        "status": [
+            "observedGeneration",
+            "nsqdCount",
+            "desiredWorkers",
+            "readyWorkers",
+            "lastLookupTime",
+            "readyReplicas",
+            "missingSince",
+            "scaleReason",
+            "lastTransitionTime",
+        ],
+    }
+    for path, fields in nested.items():
+        own, _ = described(crd, path)
+        text = explain(kube_cluster, f"nsqconsumer.{path}", "--recursive", showing=own)
+        assert " ".join(own[0].split()) in text, f"{path}: {text}"
+        for field in fields:
+            assert f"{field} <" in text, f"{path}: {field} not in {text}"
