@@ -223,10 +223,19 @@ def test_lowered_limits_take_effect_at_once() -> None:
     spec = AutoscalingSpec(max_replicas=4)
     lowered = decide(spec, backlog(8000), 8, recent_high, T0, WIDE)
     assert lowered.replicas == 4
-    assert "within min 1 and max 4" in lowered.reason
+    assert "within max 4" in lowered.reason
     assert decide(spec, backlog(8000), 8, recent_high, T0, ceiling=2).replicas == 2
     raised_min = decide(AutoscalingSpec(min_replicas=3, max_replicas=4), IDLE, 1, (), T0, WIDE)
     assert raised_min.replicas == 3
+    assert "within min 3" in raised_min.reason
+
+
+def test_resuming_from_a_pause_goes_to_the_backlog_in_one_decision() -> None:
+    """Paused means 0 replicas: with a backlog the first decision after it goes past the minimum."""
+    spec = AutoscalingSpec(min_replicas=1, max_replicas=8, max_scale_up_step=4)
+    resumed = decide(spec, backlog(6000), 0, (), T0, WIDE)
+    assert resumed.replicas == 5  # from the minimum 1, at most 4 more
+    assert "up from 0" in resumed.reason
 
 
 def test_the_operators_decision_reaches_the_plan_and_the_event() -> None:
@@ -341,8 +350,10 @@ def test_scale_up_is_at_once_and_at_most_one_step(
             assert decision.replicas == min(wished, current + spec.max_scale_up_step)
         else:
             assert decision.replicas <= current
-    else:  # limits changed under the Deployment: straight into them, whatever the step
-        assert decision.replicas == min(max(current, bottom), top)
+    elif current > top:  # the max was lowered under the Deployment: straight to it
+        assert decision.replicas == top
+    else:  # under a raised minimum (or resumed from a pause): from the minimum, one step at most
+        assert decision.replicas == max(bottom, min(wished, bottom + spec.max_scale_up_step))
 
 
 @PROPERTY

@@ -114,12 +114,15 @@ def decide(
 
     if current is None:
         return Decision(recommendation, why, kept)
-    if current > top or current < bottom:  # the limits changed: obey them at once
-        return Decision(min(max(current, bottom), top), f"{why}; within min {bottom} and max {top}", kept)
-    if recommendation > current:
-        step = min(recommendation, current + spec.max_scale_up_step)
+    if current > top:  # the limits changed: obey them at once
+        return Decision(top, f"{why}; within max {top}", kept)
+    base = max(current, bottom)  # under a raised minimum (or just resumed from a pause): from there
+    if recommendation > base:
+        step = min(recommendation, base + spec.max_scale_up_step)
         limited = f" (at most {spec.max_scale_up_step} more a decision)" if step < recommendation else ""
         return Decision(step, f"{why}: up from {current}{limited}", kept)
+    if base > current:
+        return Decision(base, f"{why}; within min {bottom}", kept)
     if recommendation < current:
         stabilized = min(max(r for _, r in kept), current)
         if stabilized < current:
