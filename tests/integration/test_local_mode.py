@@ -15,7 +15,7 @@ from typing import Protocol
 import pytest
 
 from tests.rig.nsq import NsqCluster
-from tests.rig.procs import Process
+from tests.rig.procs import Process, free_port
 from tests.rig.reporting import attach_logs
 from tests.rig.workers import RECORDING_WORKER
 
@@ -207,3 +207,22 @@ def test_a_crash_looping_worker_is_reported(nsq_cluster: NsqCluster, start_local
     run = start_local("--restart-cap", "0.2", worker=[sys.executable, "-c", "raise SystemExit(3)"])
     wait_for(lambda: "is crash-looping" in run.log(), what="the crash loop to be reported")
     assert "exit 3" in run.log()
+
+
+def test_lookupd_credentials_are_used_and_never_shown(
+    nsq_cluster: NsqCluster, start_local: StartLocal
+) -> None:
+    addresses = with_topic(nsq_cluster)
+    real = nsq_cluster.lookupd_http_urls[0]
+    closed = free_port()
+    run = start_local(
+        "--lookupd-http-address", real.replace("http://", "http://planted-user:PLANTED-SECRET-123@"),
+        "--lookupd-http-address", f"http://u:PLANTED-SECRET-456@127.0.0.1:{closed}",
+    )  # fmt: skip
+    workers = wait_for(lambda: len(run.workers()) == 2 and run.workers(), what="a worker per nsqd")
+    assert sorted(workers.values()) == sorted(addresses)
+    wait_for(lambda: "lookupd unreachable or unusable" in run.log(), what="the failing lookupd reported")
+    log = run.log()  # the plain view's lines and the controller's log, both
+    assert f"lookupd unreachable or unusable: http://***@127.0.0.1:{closed}: ConnectionError" in log
+    assert f"via {real}, {real.replace('http://', 'http://***@')}, http://***@127.0.0.1:{closed}" in log
+    assert "PLANTED-SECRET" not in log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import threading
 import time
@@ -163,3 +164,55 @@ def test_the_lookupds_of_one_poll_are_asked_at_once() -> None:
     assert result.failures == ()
     assert [answer.lookupd for answer in result.answers] == urls
     assert result.producers == frozenset()
+
+
+def test_credentials_in_a_lookupd_url_are_sent_as_written_and_never_in_a_failure() -> None:
+    """Both ways of asking send the URL's user:password as basic auth; what comes back shows none."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    requests_seen: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                requests_seen.append(connection.recv(65536))
+                body = b'{"channels": [], "producers": []}'
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+                )
+                connection.sendall(body)
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = listener.getsockname()[1]
+    secret = f"http://ops:PLANTED-SECRET@127.0.0.1:{port}"
+    basic = b"Authorization: Basic " + base64.b64encode(b"ops:PLANTED-SECRET")
+
+    async def asked() -> list[LookupdAnswer]:
+        async with aiohttp.ClientSession() as session:
+            return [
+                await ask(session, secret, "orders", 5.0),
+                await ask(session, "http://ops:PLANTED-SECRET@127.0.0.1:notaport", "orders", 5.0),
+                await ask(session, f"http://ops:PLANTED-SECRET@127.0.0.1:{free_port()}", "orders", 5.0),
+            ]
+
+    try:
+        answers = [
+            *asyncio.run(asked()),
+            query(secret, "orders"),
+            query("http://ops:PLANTED-SECRET@", "orders"),
+        ]
+    finally:
+        listener.close()
+    assert answers[0] == Producers(secret, frozenset())
+    assert answers[3] == Producers(secret, frozenset())
+    assert len(requests_seen) == 2
+    assert all(basic in request for request in requests_seen)
+    failures = answers[1:3] + answers[4:]
+    assert [type(f).__name__ for f in failures] == ["LookupFailure"] * 3
+    reasons = [f.reason for f in failures if isinstance(f, LookupFailure)]
+    assert reasons[0] == "InvalidUrlClientError: http://***@127.0.0.1:notaport/lookup"  # aiohttp quotes it
+    assert reasons[2].startswith("InvalidURL: Invalid URL 'http://***@/lookup")  # and so does requests
+    assert all("PLANTED" not in reason for reason in reasons)

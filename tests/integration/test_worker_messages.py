@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from tests.rig.nsq import NsqCluster
@@ -84,6 +87,37 @@ def test_past_max_attempts_the_give_up_hook_dead_letters_the_body(
     assert worker.metric("nsq_worker_messages_given_up_total") == 1
     assert f"giving up on message {given_up[0]['id']}" in worker.log
     assert [r["body"] for r in worker.records("done")] == ["fine"]
+
+
+def _give_up_lines(log: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    return [line for line in lines if line["message"].startswith("giving up on message")]
+
+
+@ONE_NSQD
+@pytest.mark.parametrize("preview", [None, 20])
+def test_the_give_up_log_shows_no_body_unless_a_preview_is_asked_for(
+    nsq_cluster: NsqCluster, workers: WorkerFactory, preview: int | None
+) -> None:
+    """A body may hold what no log should: by default the give-up line has its size only; with
+    NSQ_LOG_BODY_PREVIEW=N, its first N bytes and not one more."""
+    nsqd = nsq_cluster.nsqds[0]
+    nsqd.create_topic("work", "workers")
+    body = json.dumps({"fail": 99, "card": "PLANTED-BODY-SECRET-4111"}).encode()
+    nsqd.publish("work", [body])
+    asked = {} if preview is None else {"NSQ_LOG_BODY_PREVIEW": str(preview)}
+    worker = workers.start(nsqd, requeue_delay=0.05, backoff_cap=0, max_attempts=2, **asked)
+
+    given_up = wait_for(lambda: _give_up_lines(worker.log), what="the give-up log line")
+    wait_for(settled(nsqd, "work", "workers"), what="the given-up message finished")
+    assert [r["attempts"] for r in worker.records("fail")] == [1, 2]  # the handler raised each time
+    (line,) = given_up
+    assert (line["level"], line["attempts"], line["body_bytes"]) == ("error", 2, len(body))
+    assert "PLANTED-BODY-SECRET" not in worker.log  # in no log line at all: failures, give-up, traceback
+    if preview is None:
+        assert "body" not in line
+    else:
+        assert line["body"] == body[:preview].decode()  # and not one byte more (no secret above)
 
 
 @ONE_NSQD

@@ -10,6 +10,7 @@ import yaml
 
 from nsq_operator import events, naming, status
 from nsq_operator.lookupd import Lookup, LookupFailure, Producers
+from nsq_operator.manifests import Owner
 from nsq_operator.plan import Create, Delete, NsqdRecord, Plan, Scale, Update
 from nsq_operator.spec import SpecError
 
@@ -189,6 +190,43 @@ def test_lookupd_events_on_transitions_only() -> None:
     assert events.for_lookup({"http://l2"}, PARTIAL) == []
     came_back = events.for_lookup({"http://l2"}, Lookup((Producers("http://l2", frozenset()),)))
     assert [(e.type, e.reason) for e in came_back] == [("Normal", "LookupdRecovered")]
+
+
+SECRET_L1, SECRET_L2 = "http://ops:PLANTED-1@l1:4161", "https://ops:PLANTED-2@l2:4161"
+
+
+def test_lookupd_credentials_never_reach_conditions_or_events() -> None:
+    partial = Lookup(
+        (Producers(SECRET_L1, frozenset({A})), LookupFailure(SECRET_L2, f"InvalidURL: {SECRET_L2}/lookup"))
+    )
+    down = Lookup((LookupFailure(SECRET_L1, "down"), LookupFailure(SECRET_L2, "down")))
+    for lookup, says in [
+        (partial, "https://***@l2:4161: InvalidURL: https://***@l2:4161/lookup"),
+        (down, "http://***@l1:4161: down; https://***@l2:4161: down"),
+    ]:
+        built = status.build(observe(lookup=lookup), None)
+        assert "PLANTED" not in str(built)
+        assert says in str(status.condition(built, status.LOOKUPD_REACHABLE))
+    went_down = events.for_lookup(frozenset(), down)
+    came_back = events.for_lookup({SECRET_L1, SECRET_L2}, Lookup((Producers(SECRET_L1, frozenset()),)))
+    assert [e.message for e in [*went_down, *came_back]] == [
+        "nsqlookupd http://***@l1:4161 failed: down",
+        "nsqlookupd https://***@l2:4161 failed: down",
+        "nsqlookupd http://***@l1:4161 answers again",
+    ]
+    assert events.for_lookup({SECRET_L1, SECRET_L2}, down) == []  # still keyed by the URLs as written
+
+
+def test_every_condition_and_event_message_is_redacted_whatever_it_quotes() -> None:
+    """Messages that quote a URL without meaning to (a refused spec, an API error) are covered too."""
+    quoted = f"spec.lookupd.httpAddresses[0]: must be an http:// or https:// URL, not '{SECRET_L1} x'"
+    built = status.build(observe(spec_error=SpecError("spec.lookupd.httpAddresses[0]", quoted)), None)
+    assert "PLANTED" not in str(built)
+    assert "http://***@l1:4161" in str(status.condition(built, status.SPEC_VALID))
+    owner = Owner("orders", "default", "uid-1")
+    posted = events.body(owner, events.Event(events.WARNING, "InvalidSpec", quoted), NOW)
+    assert "PLANTED" not in str(posted)
+    assert "http://***@l1:4161" in posted["message"]
 
 
 def test_held_deletions_warn_once() -> None:

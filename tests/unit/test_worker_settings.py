@@ -17,7 +17,8 @@ CONTRACT = [
     "NSQ_TOUCH", "NSQ_TLS", "NSQ_TLS_CA_FILE", "NSQ_TLS_CERT_FILE", "NSQ_TLS_KEY_FILE", "NSQ_TLS_VERIFY",
     "NSQ_AUTH_SECRET",
     "NSQ_AUTH_SECRET_FILE", "NSQ_COMPRESSION", "NSQ_USER_AGENT", "NSQ_HEALTH_PORT", "NSQ_HEALTH_HOST",
-    "NSQ_DRAIN_TIMEOUT", "NSQ_DEAD_LETTER_TOPIC", "NSQ_LOG_FORMAT", "NSQ_LOG_LEVEL", "NSQ_WORKER_CLASS",
+    "NSQ_DRAIN_TIMEOUT", "NSQ_DEAD_LETTER_TOPIC", "NSQ_LOG_FORMAT", "NSQ_LOG_LEVEL", "NSQ_LOG_BODY_PREVIEW",
+    "NSQ_WORKER_CLASS",
 ]  # fmt: skip
 BASE_ENV = {"NSQ_TOPIC": "orders", "NSQ_CHANNEL": "billing", "NSQD_TCP_ADDRESS": "10.0.0.1:4150"}
 
@@ -40,6 +41,7 @@ def test_defaults() -> None:
     assert (got.tls_verify, got.touch, got.tls) == (True, True, False)
     assert (got.health_host, got.health_port, got.drain_timeout) == ("0.0.0.0", 8080, 25.0)
     assert got.log_format == "json"
+    assert got.log_body_preview == 0  # no message body in any log line unless asked for
 
 
 @pytest.fixture
@@ -64,7 +66,7 @@ def test_every_setting_from_the_environment(pem: Path) -> None:
         "NSQ_TLS_KEY_FILE": str(tmp_path / "key.pem"), "NSQ_TLS_VERIFY": "no", "NSQ_AUTH_SECRET": "s3cret",
         "NSQ_COMPRESSION": "Deflate", "NSQ_USER_AGENT": "billing/2", "NSQ_HEALTH_PORT": "0",
         "NSQ_HEALTH_HOST": "127.0.0.1", "NSQ_DRAIN_TIMEOUT": "10", "NSQ_DEAD_LETTER_TOPIC": "orders-dead",
-        "NSQ_LOG_FORMAT": "text", "NSQ_LOG_LEVEL": "debug",
+        "NSQ_LOG_FORMAT": "text", "NSQ_LOG_LEVEL": "debug", "NSQ_LOG_BODY_PREVIEW": "64",
     }  # fmt: skip
     got = settings_of(env=env)
     assert (got.max_in_flight, got.concurrency, got.max_attempts) == (2500, 8, 0)
@@ -79,6 +81,7 @@ def test_every_setting_from_the_environment(pem: Path) -> None:
     assert (got.auth_secret, got.compression, got.user_agent) == ("s3cret", "deflate", "billing/2")
     assert (got.health_port, got.health_host, got.drain_timeout) == (0, "127.0.0.1", 10.0)
     assert (got.dead_letter_topic, got.log_format, got.log_level) == ("orders-dead", "text", "DEBUG")
+    assert got.log_body_preview == 64
     assert "s3cret" not in repr(got)
 
 
@@ -137,6 +140,8 @@ def test_the_console_form_takes_a_class_first_or_from_the_environment() -> None:
         ([], {"NSQ_DEAD_LETTER_TOPIC": "bad topic!"}, "NSQ_DEAD_LETTER_TOPIC"),
         ([], {"NSQ_LOG_FORMAT": "xml"}, "NSQ_LOG_FORMAT"),
         ([], {"NSQ_LOG_LEVEL": "loud"}, "NSQ_LOG_LEVEL"),
+        ([], {"NSQ_LOG_BODY_PREVIEW": "-1"}, "NSQ_LOG_BODY_PREVIEW"),
+        (["--log-body-preview", "all"], {}, "--log-body-preview"),
         ([], {"NSQ_TOPIC": "a" * 65}, "NSQ_TOPIC"),
         ([], {"NSQD_TCP_ADDRESS": "nohost"}, "NSQD_TCP_ADDRESS"),
         ([], {"NSQD_TCP_ADDRESS": "h:0"}, "NSQD_TCP_ADDRESS"),

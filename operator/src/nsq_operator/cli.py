@@ -93,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from nsq_operator.handlers import Options  # registers the handlers with kopf's default registry
+    from nsq_operator.lookupd import redact_logs
 
     kopf.configure(verbose=args.verbose, debug=args.debug)
+    redact_logs()  # no URL's credentials in any log line, kopf's own (--debug prints bodies) included
     if not (args.verbose or args.debug):
         # The chart's logLevel arrives as NSQ_OPERATOR_LOG_LEVEL (debug, info, warning, error).
         level = os.environ.get("NSQ_OPERATOR_LOG_LEVEL", "info").upper()

@@ -2,6 +2,7 @@
 
 Events are for changes, not for states: a lookupd that stays down is reported once when it goes
 down and once when it comes back, not on every poll (the conditions carry the current state).
+Whoever may list events in the namespace reads them: URLs appear with their credentials redacted.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from nsq_operator.lookupd import Lookup
+from nsq_operator.lookupd import Lookup, redact
 from nsq_operator.plan import Action, Create, Delete, Scale, Update
 from nsq_operator.resource import API_VERSION, KIND, MANAGER
 
@@ -59,10 +60,10 @@ def for_lookup(previously_failing: Collection[str], lookup: Lookup) -> list[Even
     failing = {f.lookupd: f.reason for f in lookup.failures}
     for lookupd, reason in failing.items():
         if lookupd not in previously_failing:
-            events.append(Event(WARNING, "LookupdFailed", f"nsqlookupd {lookupd} failed: {reason}"))
+            events.append(Event(WARNING, "LookupdFailed", f"nsqlookupd {redact(lookupd)} failed: {reason}"))
     answered = {a.lookupd for a in lookup.answers} - failing.keys()
     for lookupd in sorted(answered & set(previously_failing)):
-        events.append(Event(NORMAL, "LookupdRecovered", f"nsqlookupd {lookupd} answers again"))
+        events.append(Event(NORMAL, "LookupdRecovered", f"nsqlookupd {redact(lookupd)} answers again"))
     return events
 
 
@@ -127,7 +128,7 @@ def body(owner: Owner, event: Event, now: datetime) -> dict[str, Any]:
         },
         "type": event.type,
         "reason": event.reason,
-        "message": event.message[:MAX_MESSAGE],
+        "message": redact(event.message)[:MAX_MESSAGE],  # whoever may list events reads it
         "source": {"component": MANAGER},
         "reportingComponent": MANAGER,
         "reportingInstance": INSTANCE,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,48 @@ DEFAULT_TIMEOUT = (2.0, 5.0)  # (connect, read) seconds: a poll must not hang on
 # pool only queues (a poll then waits a little longer), it cannot deadlock.
 FANOUT_THREADS = 32
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # thousands of producers fit; a runaway answer does not
+
+# The userinfo of a URL anywhere in a text: after `://`, up to the last `@` before the host ends
+# (whitespace, `/`, `?` or `#`), so a password holding an `@` goes whole. Anchored on `://` (not on
+# a scheme's letters), so a long line is scanned in linear time.
+_USERINFO = re.compile(r"(?<=://)[^\s/?#]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials of every URL in it replaced: `http://user:pass@host` -> `http://***@host`.
+
+    For what the operator shows (conditions, events, logs, metric labels), never for what it asks: a
+    lookupd URL with `user:pass@` is still requested as written. Works on a bare URL and on a sentence
+    (an error message) alike, and on its own output (idempotent).
+    """
+    return _USERINFO.sub("***@", text) if "@" in text else text
+
+
+class RedactingFilter(logging.Filter):
+    """A log handler's filter that redacts URL credentials in every record's message and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the format: the handler reports it as usual
+            return True
+        if "@" in message:
+            record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and "@" in record.exc_text:
+            redacted = redact(record.exc_text)
+            if redacted != record.exc_text:
+                # Formatters print exc_text; one that formats exc_info itself must not see the original.
+                record.exc_text, record.exc_info = redacted, None
+        return True
+
+
+def redact_logs(logger: logging.Logger | None = None) -> None:
+    """Put a RedactingFilter on every handler of `logger` (the root logger by default)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 @dataclass(frozen=True)
@@ -47,12 +90,14 @@ MAX_REASON_LENGTH = 300  # reasons go into conditions and events: keep them read
 class LookupFailure:
     """One lookupd could not be asked, or answered something we cannot trust."""
 
-    lookupd: str
-    reason: str
+    lookupd: str  # as the spec has it (credentials too): show it through `redact`
+    reason: str  # never holds credentials: redacted here, before it is cut to length
 
     def __post_init__(self) -> None:
-        if len(self.reason) > MAX_REASON_LENGTH:
-            object.__setattr__(self, "reason", self.reason[: MAX_REASON_LENGTH - 3] + "...")
+        reason = redact(self.reason)
+        if len(reason) > MAX_REASON_LENGTH:
+            reason = reason[: MAX_REASON_LENGTH - 3] + "..."
+        object.__setattr__(self, "reason", reason)
 
 
 LookupdAnswer = Producers | LookupFailure
@@ -154,8 +199,9 @@ def query(
 
 
 def describe_error(error: Exception) -> str:
-    """A stable, short sentence: no object addresses, so the same failure reads the same every poll."""
-    text = re.sub(r" object at 0x[0-9a-fA-F]+", "", f"{type(error).__name__}: {error}")
+    """A stable, short sentence: no object addresses, so the same failure reads the same every poll,
+    and no credentials of any URL the error quotes (aiohttp's and requests' errors may quote one)."""
+    text = redact(re.sub(r" object at 0x[0-9a-fA-F]+", "", f"{type(error).__name__}: {error}"))
     return text if len(text) <= 300 else text[:297] + "..."
 
 

@@ -19,7 +19,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 LOOKUPD_POLLS = Counter(
     "nsq_operator_lookupd_polls_total",
-    "Lookups of a topic at one nsqlookupd, by result (ok or failed).",
+    "Lookups of a topic at one nsqlookupd (its URL, credentials redacted), by result (ok or failed).",
     ["lookupd", "result"],
     registry=REGISTRY,
 )

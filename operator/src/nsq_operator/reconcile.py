@@ -23,7 +23,7 @@ from nsq_operator import autoscale, events, live, manifests, naming, pods, statu
 from nsq_operator.autoscale import NsqdStats, Recommendation, Unreadable
 from nsq_operator.events import Event
 from nsq_operator.kube import Kube, KubeError
-from nsq_operator.lookupd import Lookup
+from nsq_operator.lookupd import Lookup, redact
 from nsq_operator.plan import Action, Create, Delete, NsqdRecord, Scale, Target, Update, plan
 from nsq_operator.spec import MAX_RDY_COUNT, ConsumerSpec, SpecError, parse
 from nsq_operator.status import NsqdScaling
@@ -110,10 +110,9 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
     if not state.seeded:
         _seed(state, previous_status, parsed)
     if isinstance(parsed, SpecError):
-        emitted = (
-            [] if str(parsed) == state.spec_error else [Event(events.WARNING, "InvalidSpec", str(parsed))]
-        )
-        state.spec_error = str(parsed)
+        said = redact(str(parsed))  # as the status shows it, so a restart's seed compares equal
+        emitted = [] if said == state.spec_error else [Event(events.WARNING, "InvalidSpec", said)]
+        state.spec_error = said
         observation = status.Observation(owner.name, generation, inputs.now, spec_error=parsed, applied=False)
         new_status = status.build(observation, previous_status)
         _finish(kube, owner, state, previous_status, new_status, emitted, inputs)
@@ -296,7 +295,10 @@ def _seed(state: ConsumerState, previous: Mapping[str, Any], parsed: ConsumerSpe
     reachable = status.condition(previous, status.LOOKUPD_REACHABLE) or {}
     message = str(reachable.get("message") or "")
     if isinstance(parsed, ConsumerSpec):
-        state.failing_lookupds = frozenset(a for a in parsed.lookupd.http_addresses if f"{a}: " in message)
+        # The status shows each lookupd redacted (an older operator's status: as written).
+        state.failing_lookupds = frozenset(
+            a for a in parsed.lookupd.http_addresses if f"{redact(a)}: " in message or f"{a}: " in message
+        )
     ready = status.condition(previous, status.READY) or {}
     if ready.get("reason") == "ReconcileFailed":
         state.failures = tuple(str(ready.get("message") or "").split("; "))

@@ -293,11 +293,12 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(random.uniform(0, min(group.interval, self.jitter)))
         url, topic = group.key
+        label = lookupd.redact(url)  # asked as written; shown in /metrics without its credentials
         while True:
             started = loop.time()
             answer = await lookupd.ask(self._http(), url, topic, group.deadline)
-            metrics.LOOKUPD_POLL_SECONDS.labels(url).observe(loop.time() - started)
-            metrics.LOOKUPD_POLLS.labels(url, "failed" if isinstance(answer, LookupFailure) else "ok").inc()
+            metrics.LOOKUPD_POLL_SECONDS.labels(label).observe(loop.time() - started)
+            metrics.LOOKUPD_POLLS.labels(label, "failed" if isinstance(answer, LookupFailure) else "ok").inc()
             if answer != group.answer:
                 group.changed_at = time.monotonic()
             group.answer, group.answered_at = answer, time.monotonic()

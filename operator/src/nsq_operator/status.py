@@ -2,7 +2,8 @@
 
 Conditions follow the Kubernetes convention (a list-map keyed by `type`; `lastTransitionTime` moves
 only when `status` flips). The status also carries the planner's grace memory (`nsqds[].missingSince`)
-so an operator restart does not restart the grace clock.
+so an operator restart does not restart the grace clock. Anyone who may read the NsqConsumer reads
+its status: lookupd URLs (and any URL a message quotes) appear with their credentials redacted.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nsq_operator import naming
-from nsq_operator.lookupd import Lookup
+from nsq_operator.lookupd import Lookup, redact
 from nsq_operator.plan import NsqdRecord, Plan
 from nsq_operator.spec import SpecError
 
@@ -187,7 +188,7 @@ def _lookupd_reachable(obs: Observation) -> Iterable[Fresh]:
         return []  # not asked this poll (invalid spec): keep what we knew
     total = len(obs.lookup.answers)
     failures = obs.lookup.failures
-    detail = "; ".join(f"{f.lookupd}: {f.reason}" for f in failures)
+    detail = "; ".join(f"{redact(f.lookupd)}: {f.reason}" for f in failures)
     if not failures:
         return [(LOOKUPD_REACHABLE, "True", "AllReachable", f"All {total} nsqlookupd answered.")]
     if obs.lookup.reachable:
@@ -272,7 +273,7 @@ def _condition(
         "type": type_,
         "status": state,
         "reason": reason,
-        "message": message,
+        "message": redact(message),  # whatever a message quotes, no URL's credentials reach the status
         "lastTransitionTime": kept or timestamp(obs.now),
         "observedGeneration": obs.generation,
     }

@@ -63,6 +63,7 @@ class Settings:
     dead_letter_topic: str | None = None
     log_format: LogFormat = "json"
     log_level: str = "INFO"
+    log_body_preview: int = 0  # bytes of a given-up body in the give-up log line; 0: none
 
     @property
     def nsqd_host(self) -> str:
@@ -368,6 +369,15 @@ OPTIONS: tuple[Option, ...] = (
         _choice(*LOG_LEVELS, fold=str.upper),
         "DEBUG, INFO, WARNING, ERROR or CRITICAL.",
         "LEVEL",
+    ),
+    Option(
+        "log_body_preview",
+        "NSQ_LOG_BODY_PREVIEW",
+        "--log-body-preview",
+        _at_least(parse_int, 0, 65536),
+        "Bytes of a given-up message's body that the give-up log line shows; 0 shows none (bodies may "
+        "hold personal data or secrets, and logs travel further than messages).",
+        "BYTES",
     ),
 )
 

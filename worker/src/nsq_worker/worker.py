@@ -41,7 +41,6 @@ log = logging.getLogger("nsq_worker")
 TIME_SLICE = 0.02
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 CLOSE_TIMEOUT = 3.0
-BODY_PREVIEW = 512
 # The watchdog greenlet notes the time every WATCHDOG_INTERVAL; a note older than LOOP_STALL_LIMIT
 # means the gevent loop stopped turning for that long (see health.py for what a probe then sees).
 WATCHDOG_INTERVAL = 1.0
@@ -97,18 +96,21 @@ class NsqProcessWorker:
     def give_up(self, message: Message) -> None:
         """A message failed max_attempts times. Log it and dead-letter it; then it is finished.
 
+        The log line has the body's size, and its first `log_body_preview` bytes only when that
+        setting asks for them (by default none: a body may hold what no log should).
         Raise to keep the message instead (it is requeued and comes back here later).
         """
+        fields: dict[str, Any] = {
+            "message_id": message.message_id,
+            "attempts": message.attempts,
+            "body_bytes": len(message.body),
+            "dead_letter_topic": self.settings.dead_letter_topic,
+        }
+        preview = self.settings.log_body_preview
+        if preview > 0:
+            fields["body"] = message.body[:preview].decode("utf-8", "backslashreplace")
         log.error(
-            "giving up on message %s after %d attempts",
-            message.message_id,
-            message.attempts,
-            extra={
-                "message_id": message.message_id,
-                "attempts": message.attempts,
-                "body": message.body[:BODY_PREVIEW].decode("utf-8", "backslashreplace"),
-                "dead_letter_topic": self.settings.dead_letter_topic,
-            },
+            "giving up on message %s after %d attempts", message.message_id, message.attempts, extra=fields
         )
         if self.settings.dead_letter_topic:
             self.publish(self.settings.dead_letter_topic, message.body)

@@ -12,6 +12,7 @@ from typing import Any
 from nsq_operator.local.controller import LocalConfig, LocalController
 from nsq_operator.local.supervisor import RestartPolicy
 from nsq_operator.local.view import View
+from nsq_operator.lookupd import redact, redact_logs
 
 EXAMPLE = (
     "example:\n  nsq-operator local --lookupd-http-address http://127.0.0.1:4161 --topic events "
@@ -120,7 +121,7 @@ def run_local(args: argparse.Namespace) -> int:
     bad = [url for url in args.lookupds if not url.startswith(("http://", "https://"))]
     if bad:
         print(
-            f"nsq-operator local: error: --lookupd-http-address must be an http(s) URL: {bad[0]!r}",
+            f"nsq-operator local: error: --lookupd-http-address must be an http(s) URL: {redact(bad[0])!r}",
             file=sys.stderr,
         )
         return 2
@@ -130,6 +131,7 @@ def run_local(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(message)s",
     )
+    redact_logs()  # lookupd URLs may carry credentials: none reach the log
     if live:
         logging.getLogger("nsq_operator.local").propagate = False  # the table shows the events instead
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="nsq-local-"))

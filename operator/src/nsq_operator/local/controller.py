@@ -16,7 +16,7 @@ from types import FrameType
 
 from nsq_operator.local.supervisor import RestartPolicy, Slot, Supervisor
 from nsq_operator.local.view import Row, View, scrape
-from nsq_operator.lookupd import lookup
+from nsq_operator.lookupd import lookup, redact
 from nsq_operator.naming import worker_name
 from nsq_operator.plan import Create, Delete, NsqdRecord, Scale, Target, Update, Worker, plan
 
@@ -92,7 +92,7 @@ class LocalController:
     def poll(self) -> None:
         """One level-based pass: what lookupd lists against what runs."""
         answer = lookup(self.config.lookupds, self.config.topic)
-        failures = tuple(f"{f.lookupd}: {f.reason}" for f in answer.failures)
+        failures = tuple(f"{redact(f.lookupd)}: {f.reason}" for f in answer.failures)
         if failures != self._failures:
             for failure in failures:
                 self.supervisor.event(logging.WARNING, f"lookupd unreachable or unusable: {failure}")
@@ -182,7 +182,7 @@ class LocalController:
             signal.signal(signum, self._on_signal)
         header = (
             f"nsq-operator local: topic {self.config.topic!r} channel {self.config.channel!r} "
-            f"via {', '.join(self.config.lookupds)}"
+            f"via {', '.join(map(redact, self.config.lookupds))}"
         )
         log.info("%s; worker logs in %s", header, self.config.log_dir)
         next_poll = next_view = 0.0
