@@ -77,8 +77,7 @@ def down() -> None:
             os.kill(pid, signal.SIGKILL)
     STATE_FILE.unlink()
     node.cleanup_host()  # whatever a real node changed on the host (nothing, if none ran)
-    if "NSQ_RIG_REAL_NODE" in state["env"]:
-        hostnet.bridge_down()
+    hostnet.release_bridge(None)  # unless a test session beside it still needs the bridge
     print(f"The rig is down ({len(pids)} processes stopped). Its files stay in .rig/ for reading.")
 
 

@@ -13,9 +13,12 @@ host's iptables (their KUBE-* chains and the jumps to them) and the nfacct objec
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import shutil
 import subprocess
+import uuid
+from pathlib import Path
 
 from tests.rig.procs import RigError
 
@@ -30,6 +33,11 @@ FIRST_SERVICE_IP = "10.96.0.1"
 # Made by kube-proxy (iptables mode) on first start; they outlive it.
 NFACCT_OBJECTS = ("ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts")
 _DROP_RULES = (("-s", SUBNET), ("-d", SUBNET))
+# Who still needs the bridge: one file per control plane, holding the pid that must be alive for
+# the claim to count (its API server's, which listens on the gateway). The last one out takes the
+# bridge down, so two sessions on one machine never pull the address from under each other, and
+# the claims of a crashed run (dead pids) hold nothing.
+CLAIMS = Path("/run/nsq-operator-rig/bridge-claims")
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -79,6 +87,56 @@ def confined() -> bool:
     rules = [line for line in listing if line.startswith("-A FORWARD")][:2]
     wanted = {f"-A FORWARD {flag} {subnet} -j DROP" for flag, subnet in _DROP_RULES}
     return set(rules) == wanted
+
+
+def claim_bridge(claims: Path = CLAIMS) -> Path:
+    """Bring the bridge up and record that this process needs it; `hold_claim` names a longer-lived
+    process (the API server) once there is one."""
+    bridge_up()
+    claims.mkdir(parents=True, exist_ok=True)
+    claim = claims / uuid.uuid4().hex
+    claim.write_text(str(os.getpid()))
+    return claim
+
+
+def hold_claim(claim: Path, pid: int) -> None:
+    claim.write_text(str(pid))
+
+
+def live_claims(claims: Path = CLAIMS) -> list[Path]:
+    """The claims whose process still runs (a claim of a crashed run is removed on the way)."""
+    found = []
+    for claim in sorted(claims.glob("*")) if claims.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(claim.read_text())
+            if _running(pid):
+                found.append(claim)
+                continue
+            claim.unlink()
+    return found
+
+
+def release_bridge(claim: Path | None, claims: Path = CLAIMS) -> bool:
+    """Drop one claim; the bridge goes when no live claim is left. Returns whether it went."""
+    if claim is not None:
+        claim.unlink(missing_ok=True)
+    if live_claims(claims):
+        return False
+    bridge_down()
+    return True
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie holds nothing
+    return True
 
 
 def bridge_down() -> None:

@@ -68,7 +68,7 @@ class KubeCluster:
     root: Path
     processes: list[Process] = field(default_factory=list)
     api_port: int = 0
-    made_bridge: bool = False
+    bridge_claim: Path | None = None
 
     @property
     def server(self) -> str:
@@ -102,7 +102,7 @@ class KubeCluster:
         return process
 
     def _start(self) -> None:
-        self.made_bridge = hostnet.bridge_up()
+        self.bridge_claim = hostnet.claim_bridge()
         pki = Pki.create(self.root / "pki", (hostnet.GATEWAY, hostnet.FIRST_SERVICE_IP))
         etcd_port, etcd_peer = free_port(), free_port()
         etcd = self._spawn(
@@ -148,6 +148,8 @@ class KubeCluster:
                 "--v=1",
             ],
         )
+        if self.bridge_claim is not None:  # the bridge is needed as long as this server lives
+            hostnet.hold_claim(self.bridge_claim, apiserver.pid)
         admin = {"client-certificate": str(pki.admin_cert), "client-key": str(pki.admin_key)}
         self.kubeconfig.write_text(kubeconfig_yaml(self.server, pki.ca_cert, admin))
         apiserver.wait_until(self._healthy, timeout=90, what="healthy")
@@ -293,5 +295,5 @@ class KubeCluster:
         """Stop every component, newest first, so nothing writes to a store that is gone."""
         for process in reversed(self.processes):
             process.stop()
-        if self.made_bridge:
-            hostnet.bridge_down()
+        hostnet.release_bridge(self.bridge_claim)
+        self.bridge_claim = None
