@@ -226,13 +226,21 @@ def _autoscale(
         state.scale_reasons.clear()
         return {}
     current = {w.address: w.replicas for w in mine if w.address is not None}
-    addresses = sorted((found.producers or frozenset()) | current.keys())
+    listed = found.producers or frozenset()
+    addresses = sorted(listed | current.keys())
     now = inputs.now.timestamp()
     decided: dict[str, status.NsqdScaling] = {}
     for address in addresses:
+        had = current.get(address)
+        if address not in listed and had is not None:
+            # Not listed now (leaving, in its grace, or no lookupd answered: LookupdReachable says
+            # so): its numbers are not asked for. Held as it is, quietly; the window restarts.
+            state.recommendations.pop(address, None)
+            reason = state.scale_reasons.setdefault(address, f"held at {had}: not listed by nsqlookupd")
+            decided[address] = status.NsqdScaling(None, None, had, had, reason)
+            continue
         stats = inputs.stats.get(address) or Unreadable("its /stats was not read this poll")
         ceiling = inputs.ceilings.get(address) or autoscale.feedable(MAX_RDY_COUNT, spec.worker.max_in_flight)
-        had = current.get(address)
         decision = autoscale.decide(
             settings, stats, had, state.recommendations.get(address, ()), now, ceiling
         )
@@ -250,7 +258,8 @@ def _autoscale(
         )
     for gone in set(state.recommendations) - set(addresses):
         del state.recommendations[gone]
-        state.scale_reasons.pop(gone, None)
+    for gone in set(state.scale_reasons) - set(addresses):
+        del state.scale_reasons[gone]
     return decided
 
 
