@@ -72,7 +72,7 @@ class Inputs:
     deadline: float  # time.monotonic() past which no further API call is started
     still_wanted: Callable[[], bool]  # False once the consumer is being deleted or gone
     stats: Mapping[str, NsqdStats] = field(default_factory=dict)  # by nsqd, read when autoscaling
-    ceilings: Mapping[str, int] = field(default_factory=dict)  # replicas each nsqd can feed
+    max_rdy_counts: Mapping[str, int] = field(default_factory=dict)  # by nsqd, where it was read
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,8 @@ def _autoscale(
             decided[address] = status.NsqdScaling(None, None, had, had, reason)
             continue
         stats = inputs.stats.get(address) or Unreadable("its /stats was not read this poll")
-        ceiling = inputs.ceilings.get(address) or autoscale.feedable(MAX_RDY_COUNT, spec.worker.max_in_flight)
+        max_rdy = inputs.max_rdy_counts.get(address, MAX_RDY_COUNT)  # unread: nsqd's default
+        ceiling = autoscale.feedable(max_rdy, spec.worker.max_in_flight)
         decision = autoscale.decide(
             settings, stats, had, state.recommendations.get(address, ()), now, ceiling
         )

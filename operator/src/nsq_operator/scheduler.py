@@ -29,14 +29,14 @@ from typing import Any
 
 import aiohttp
 
-from nsq_operator import autoscale, live, lookupd, metrics, nsqd_stats, reconcile
+from nsq_operator import live, lookupd, metrics, nsqd_stats, reconcile
 from nsq_operator.autoscale import ChannelStats, NsqdStats, Unreadable
 from nsq_operator.kube import Kube
 from nsq_operator.live import ConsumerKey, WorkerView
 from nsq_operator.lookupd import Lookup, LookupdAnswer, LookupFailure
 from nsq_operator.manifests import Owner
 from nsq_operator.nsqd_stats import TopicStats
-from nsq_operator.spec import DEFAULT_POLL_INTERVAL_SECONDS, MAX_RDY_COUNT, ConsumerSpec, SpecError, parse
+from nsq_operator.spec import DEFAULT_POLL_INTERVAL_SECONDS, ConsumerSpec, SpecError, parse
 from nsq_operator.status import NsqdScaling
 
 log = logging.getLogger(__name__)
@@ -357,10 +357,10 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         lookup = self._lookup(slot)
         stats: dict[str, NsqdStats] = {}
-        ceilings: dict[str, int] = {}
+        max_rdy_counts: dict[str, int] = {}
         if isinstance(slot.spec, ConsumerSpec) and slot.spec.autoscaled is not None and lookup is not None:
             try:
-                stats, ceilings = await self._nsqd_numbers(slot.spec, lookup, slot.interval)
+                stats, max_rdy_counts = await self._nsqd_numbers(slot.spec, lookup, slot.interval)
             except Exception:  # a bug here must not stop reconciles: without numbers the autoscaler holds
                 log.exception("reading the nsqd numbers of %s/%s failed", *slot.key)
         views = self._views(slot)
@@ -368,7 +368,7 @@ class Scheduler:
             body=slot.body,
             lookup=lookup,
             stats=stats,
-            ceilings=ceilings,
+            max_rdy_counts=max_rdy_counts,
             workers=views,
             drifted=self._drifted(slot.key[0], views),
             now=datetime.now(UTC),
@@ -408,7 +408,7 @@ class Scheduler:
     async def _nsqd_numbers(
         self, spec: ConsumerSpec, lookup: Lookup, interval: float
     ) -> tuple[dict[str, NsqdStats], dict[str, int]]:
-        """Each listed nsqd's numbers for the consumer's channel, and how many replicas it can feed.
+        """Each listed nsqd's numbers for the consumer's channel, and its max-rdy-count where known.
 
         All nsqd at once, each within one deadline; a channel that does not exist yet is created, so
         messages wait for a consumer scaled to zero. Failures are values: the autoscaler holds.
@@ -442,11 +442,7 @@ class Scheduler:
             elif problem is not None:
                 log.warning("creating channel %s on nsqd %s: %s", spec.channel, address, problem)
         limits = await asyncio.gather(*(self._max_rdy_count(str(http[a]), deadline) for a in readable))
-        ceilings = {
-            a: autoscale.feedable(limit or MAX_RDY_COUNT, spec.worker.max_in_flight)
-            for a, limit in zip(readable, limits, strict=True)
-        }
-        return found, ceilings
+        return found, {a: limit for a, limit in zip(readable, limits, strict=True) if limit is not None}
 
     async def _topic_stats(
         self, http: str, topic: str, interval: float, deadline: float
