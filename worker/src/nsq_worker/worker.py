@@ -30,8 +30,9 @@ from gnsq.errors import NSQRequeueMessage
 
 from nsq_worker import health, metrics
 from nsq_worker.backoff import Action, BackoffState, requeue_delay
-from nsq_worker.connection import ConnectionLostError, PublishError, Session, connect, make_ssl_context
+from nsq_worker.handshake import connect, make_ssl_context
 from nsq_worker.message import Message
+from nsq_worker.session import ConnectionLostError, PublishError, Session
 from nsq_worker.settings import Settings
 
 log = logging.getLogger("nsq_worker")
