@@ -75,4 +75,4 @@ soak: deps ## The long reliability scenarios, written to RELIABILITY.md
 	status=0; NSQ_SOAK=1 $(PY) -m pytest tests/reliability || status=$$?; $(PY) -m tests.reliability.report; exit $$status
 
 chart-crd: ## Copy the CRD from deploy/crds into the chart (a test checks they match)
-	cp deploy/crds/nsqconsumers.nsqoperator.dev.yaml deploy/helm/nsq-operator/crds/
+	cp deploy/crds/nsqconsumers.nsqoperator.dev.yaml deploy/helm/nsq-operator/files/

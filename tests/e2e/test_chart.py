@@ -15,9 +15,23 @@ CRD_SOURCE = PROJECT_ROOT / "deploy" / "crds" / "nsqconsumers.nsqoperator.dev.ya
 
 
 def test_chart_ships_the_same_crd_as_deploy_crds() -> None:
-    assert (CHART / "crds" / CRD_SOURCE.name).read_bytes() == CRD_SOURCE.read_bytes(), (
-        "deploy/helm/nsq-operator/crds is out of date: run `make chart-crd`"
+    assert (CHART / "files" / CRD_SOURCE.name).read_bytes() == CRD_SOURCE.read_bytes(), (
+        "deploy/helm/nsq-operator/files is out of date: run `make chart-crd`"
     )
+
+
+def test_the_crd_is_a_template_helm_upgrades_and_uninstall_keeps() -> None:
+    """Helm never upgrades a chart's crds/ folder, so the CRD is rendered from a template instead."""
+    assert not (CHART / "crds").exists(), "a crds/ folder would be installed once and never upgraded"
+    crds: list[Any] = [d for d in rendered() if d["kind"] == "CustomResourceDefinition"]
+    assert len(crds) == 1
+    assert crds[0]["spec"] == yaml.safe_load(CRD_SOURCE.read_text())["spec"]
+    assert crds[0]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    kinds = [d["kind"] for d in rendered("crds.install=false")]
+    assert "CustomResourceDefinition" not in kinds
+    assert "Deployment" in kinds
+    unkept: list[Any] = [d for d in rendered("crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
+    assert "annotations" not in unkept[0]["metadata"]
 
 
 def test_helm_lint_strict_passes() -> None:

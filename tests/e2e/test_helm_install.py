@@ -39,6 +39,7 @@ def release(kube_cluster: KubeCluster) -> Iterator[Release]:
     namespace = f"nsq-system-{uuid.uuid4().hex[:6]}"
     helm(
         "install", RELEASE, str(CHART), "-n", namespace, "--create-namespace", "--wait", "--timeout=120s",
+        "--take-ownership",  # of the CRD, which earlier tests made; the chart installs and upgrades it
         "--set", "image.tag=test", kubeconfig=kube_cluster.kubeconfig,
     )  # fmt: skip
     yield Release(namespace, RELEASE)
@@ -198,7 +199,7 @@ def test_a_namespaced_install_grants_rights_only_where_it_watches(kube_cluster: 
         kube_cluster.kubectl("create", "namespace", namespace)
     home = f"nsq-ns-{uuid.uuid4().hex[:6]}"
     helm(
-        "install", "scoped", str(CHART), "-n", home, "--create-namespace",
+        "install", "scoped", str(CHART), "-n", home, "--create-namespace", "--set", "crds.install=false",
         "--set", f"watchNamespaces={{{watched}}}", kubeconfig=kube_cluster.kubeconfig,
     )  # fmt: skip
     try:

@@ -37,7 +37,7 @@ def test_operator_image_runs_as_non_root_and_reconciles(
     assert config["Entrypoint"] == ["nsq-operator"]
     # Its RBAC from the chart (no operator Deployment needed here), and a token for its ServiceAccount.
     home = f"nsq-img-{uuid.uuid4().hex[:6]}"
-    helm("install", "img", str(CHART), "-n", home, "--create-namespace",
+    helm("install", "img", str(CHART), "-n", home, "--create-namespace", "--set", "crds.install=false",
          "--set", f"watchNamespaces={{{kube_namespace}}}", kubeconfig=kube_cluster.kubeconfig)  # fmt: skip
     try:
         kubeconfig = kube_cluster.service_account_kubeconfig(

@@ -12,7 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CRD_NAME = "nsqconsumers.nsqoperator.dev.yaml"
 SOURCE = ROOT / "deploy" / "crds" / CRD_NAME
-CHART_COPY = ROOT / "deploy" / "helm" / "nsq-operator" / "crds" / CRD_NAME
+CHART_COPY = ROOT / "deploy" / "helm" / "nsq-operator" / "files" / CRD_NAME
 
 
 def schemas(node: Mapping[str, Any], path: str) -> Iterator[tuple[str, Mapping[str, Any]]]:

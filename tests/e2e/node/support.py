@@ -68,7 +68,9 @@ class Operator:
         request.node.stash[LOG_PATHS] = [*request.node.stash.get(LOG_PATHS, []), log]
 
 
-def install_operator(kube: KubeCluster, namespace: str, worker_image: str, timeout: str = "180s") -> Operator:
+def install_operator(
+    kube: KubeCluster, namespace: str, worker_image: str, timeout: str = "180s", chart: Path = CHART
+) -> Operator:
     """`helm install` the chart so the operator runs as a pod on the real node, in a namespace that
     enforces the `restricted` Pod Security standard (made here)."""
     kube.kubectl("create", "namespace", namespace)
@@ -76,17 +78,25 @@ def install_operator(kube: KubeCluster, namespace: str, worker_image: str, timeo
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
         "pod-security.kubernetes.io/enforce-version=latest",
     )  # fmt: skip
-    tol = toleration()
+    # --take-ownership: of the CRD, which earlier tests and releases made (a chart of before 0.2.0
+    # has no template for it and ignores the flag).
     helm(
-        "install", OPERATOR_RELEASE, str(CHART), "-n", namespace, "--wait", f"--timeout={timeout}",
+        "install", OPERATOR_RELEASE, str(chart), "-n", namespace, "--wait", f"--timeout={timeout}",
+        "--take-ownership", *node_values(worker_image), kubeconfig=kube.kubeconfig,
+    )  # fmt: skip
+    return Operator(kube, namespace)
+
+
+def node_values(worker_image: str) -> list[str]:
+    """The chart values that put the operator's pods on the real node, with the rig's images."""
+    tol = toleration()
+    return [
         "--set", "image.tag=test", "--set", "image.pullPolicy=Never",
         "--set", f"worker.defaultImage={worker_image}",
         "--set", f"nodeSelector.{NODE_LABEL.replace('.', chr(92) + '.')}=real",
         "--set", f"tolerations[0].key={tol['key']}", "--set", "tolerations[0].operator=Exists",
         "--set", "tolerations[0].effect=NoSchedule",
-        kubeconfig=kube.kubeconfig,
-    )  # fmt: skip
-    return Operator(kube, namespace)
+    ]  # fmt: skip
 
 
 def uninstall_operator(operator: Operator) -> None:
