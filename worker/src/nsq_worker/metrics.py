@@ -65,6 +65,10 @@ class Metrics:
     handler_errors: int = 0
     touched: int = 0
     reconnects: int = 0
+    published: int = 0
+    publish_errors: int = 0
+    invalid: int = 0
+    duplicates: int = 0
     handler_duration: Histogram = field(default_factory=Histogram)
 
 
@@ -114,6 +118,10 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("handler_errors_total", "handler_errors", "Handler calls that raised."),
     ("messages_touched_total", "touched", "TOUCH commands sent to keep long handlers' messages alive."),
     ("reconnects_total", "reconnects", "Connections to nsqd lost and tried again."),
+    ("published_total", "published", "Messages published (PUB, MPUB, DPUB) and acknowledged by nsqd."),
+    ("publish_errors_total", "publish_errors", "Publish calls refused by nsqd or not sent."),
+    ("invalid_total", "invalid", "Messages finished unhandled because validate_message returned False."),
+    ("duplicates_total", "duplicates", "Redeliveries of ids finished here before, finished unhandled."),
 )
 
 

@@ -11,6 +11,7 @@ import errno
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import gevent
@@ -157,6 +158,7 @@ class Session:
                 log.warning("nsqd refused a command: %s", text, extra={"nsq_error": code})
                 continue
             if self._publishes:
+                # nsqd treats every refused PUB/MPUB/DPUB as fatal: it closes the connection after this.
                 self._publishes.popleft().set_exception(PublishError(text))
             log.error("nsqd error: %s", text, extra={"nsq_error": code})
 
@@ -263,18 +265,54 @@ class Session:
 
     def publish(self, topic: str, body: bytes) -> None:
         """PUB on this connection and wait for nsqd's OK (raises PublishError otherwise)."""
+        self._check_topic("PUB", topic)
+        self._publish("PUB", topic, gnsq_protocol.publish(topic, body), 1)
+
+    def mpublish(self, topic: str, bodies: Sequence[bytes]) -> None:
+        """MPUB: every body in one command, all or none published; waits for nsqd's OK."""
+        bodies = list(bodies)
+        self._check_topic("MPUB", topic)
+        if not bodies:
+            self.metrics.publish_errors += 1
+            raise PublishError("E_BAD_BODY: MPUB needs at least one body (not sent)")
+        self._publish("MPUB", topic, gnsq_protocol.multipublish(topic, bodies), len(bodies))
+
+    def dpublish(self, topic: str, body: bytes, delay_ms: int) -> None:
+        """DPUB: nsqd holds the message `delay_ms` before delivering it; waits for nsqd's OK."""
+        self._check_topic("DPUB", topic)
+        if not isinstance(delay_ms, int) or isinstance(delay_ms, bool) or delay_ms < 0:
+            self.metrics.publish_errors += 1
+            raise PublishError(f"E_INVALID: DPUB delay must be a whole number of ms >= 0, not {delay_ms!r}")
+        self._publish("DPUB", topic, gnsq_protocol.deferpublish(topic, body, delay_ms), 1)
+
+    def _check_topic(self, verb: str, topic: str) -> None:
+        # Checked here because nsqd closes the connection after any refused publish.
+        if not isinstance(topic, str) or not gnsq_protocol.valid_topic_name(topic):
+            self.metrics.publish_errors += 1
+            raise PublishError(f"E_BAD_TOPIC: {verb} topic name {topic!r} is not valid (not sent)")
+
+    def _publish(self, verb: str, topic: str, command: bytes, count: int) -> None:
+        """Send one publish command and wait for nsqd's answer; replies come back in order."""
         if self.closed:
+            self.metrics.publish_errors += 1
             raise PublishError(f"not connected to nsqd ({self.close_reason})")
-        command = gnsq_protocol.publish(topic, body)
         result = AsyncResult()
         self._publishes.append(result)
         self.send(command)
         try:
             reply = result.get(timeout=PUBLISH_TIMEOUT)
         except gevent.Timeout:
-            raise PublishError(f"nsqd did not answer PUB to {topic!r} within {PUBLISH_TIMEOUT:g}s") from None
+            self.metrics.publish_errors += 1
+            raise PublishError(
+                f"nsqd did not answer {verb} to {topic!r} within {PUBLISH_TIMEOUT:g}s"
+            ) from None
+        except PublishError:
+            self.metrics.publish_errors += 1
+            raise
         if reply != protocol.OK:
-            raise PublishError(f"nsqd answered PUB with {reply!r}")
+            self.metrics.publish_errors += 1
+            raise PublishError(f"nsqd answered {verb} with {reply!r}")
+        self.metrics.published += count
 
     def close_gracefully(self, timeout: float) -> None:
         """CLS, wait for CLOSE_WAIT (every earlier command is then processed), flush, close."""

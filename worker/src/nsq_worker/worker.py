@@ -231,10 +231,22 @@ class NsqProcessWorker:
 
     def publish(self, topic: str, body: bytes) -> None:
         """PUB to `topic` on this worker's nsqd and wait for its OK (raises PublishError)."""
+        self._session_for_publish().publish(topic, body)
+
+    def mpublish(self, topic: str, bodies: Sequence[bytes]) -> None:
+        """MPUB `bodies` to `topic` in one command (all or none) and wait for nsqd's OK."""
+        self._session_for_publish().mpublish(topic, bodies)
+
+    def dpublish(self, topic: str, body: bytes, delay_ms: int) -> None:
+        """DPUB: nsqd delivers `body` on `topic` after `delay_ms` milliseconds; waits for its OK."""
+        self._session_for_publish().dpublish(topic, body, delay_ms)
+
+    def _session_for_publish(self) -> Session:
         session = self.session
         if session is None or session.closed:
+            self.metrics.publish_errors += 1
             raise PublishError("not connected to nsqd")
-        session.publish(topic, body)
+        return session
 
     # -- the connection -------------------------------------------------------------------------
 
