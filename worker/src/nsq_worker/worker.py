@@ -87,12 +87,32 @@ class NsqProcessWorker:
         self._ssl_context = make_ssl_context(settings) if settings.tls else None
         self._health_server: WSGIServer | None = None
         self._greenlets: list[gevent.Greenlet] = []
+        # Decided once: hooks left as they are cost the hot path nothing.
+        cls = type(self)
+        self._preprocess = cls.preprocess_message is not NsqProcessWorker.preprocess_message
+        self._validate = cls.validate_message is not NsqProcessWorker.validate_message
 
     # -- what subclasses override -------------------------------------------------------------
 
     def handle_message(self, reader: NsqProcessWorker, message: Message) -> None:
         """Handle one message. Return to finish it, raise to requeue it (gnsq_mp's signature)."""
         raise NotImplementedError(f"{type(self).__name__} must define handle_message(self, reader, message)")
+
+    def preprocess_message(self, message: Message) -> Message | None:
+        """Runs before `validate_message` and the handler, e.g. to decode or decrypt the body once.
+
+        Assign `message.body` to replace the body the handler sees, and return `message` (None
+        means the same). Anything else returned is a failure. Raising fails the message as a
+        handler would (requeue, then give-up).
+        """
+        return message
+
+    def validate_message(self, message: Message) -> bool:
+        """False finishes the message without calling the handler (logged, counted as invalid).
+
+        Raising fails the message as a handler would (requeue, then give-up).
+        """
+        return True
 
     def give_up(self, message: Message) -> None:
         """A message failed max_attempts times. Log it and dead-letter it; then it is finished.
@@ -417,6 +437,8 @@ class NsqProcessWorker:
         observe = self.metrics.handler_duration.observe
         handle = self.handle_message
         max_attempts = self.settings.max_attempts
+        screened = self._screened()
+        screen = self._screen
         slice_start = end = perf()
         while True:
             if not queue:
@@ -436,6 +458,12 @@ class NsqProcessWorker:
                     # Delivered again after its last attempt (it timed out, or another consumer requeued it).
                     self._give_up(message)
                     continue
+                if screened:
+                    screened_message = screen(message)
+                    if screened_message is None:
+                        end = perf()
+                        continue
+                    message = screened_message
                 self._running += 1
                 start = perf()
                 try:
@@ -463,6 +491,36 @@ class NsqProcessWorker:
             if end - slice_start > TIME_SLICE:
                 gevent.sleep(0)
                 slice_start = perf()
+
+    def _screened(self) -> bool:
+        """Whether any step runs before the handler (decided once per pool greenlet)."""
+        return self._preprocess or self._validate
+
+    def _screen(self, message: Message) -> Message | None:
+        """The opt-in steps before the handler; None when the message was dealt with here."""
+        try:
+            if self._preprocess:
+                returned = self.preprocess_message(message)
+                if returned is not None and returned is not message:
+                    raise TypeError(
+                        f"preprocess_message must return the message it was given (or None), "
+                        f"not {type(returned).__name__}"
+                    )
+            if self._validate and not self.validate_message(message):
+                self.metrics.invalid += 1
+                log.info(
+                    "message %s is not valid: finished without handling it",
+                    message.message_id,
+                    extra={"message_id": message.message_id, "attempts": message.attempts},
+                )
+                if not message._responded:
+                    message._responded = True
+                    message._connection.finish(message)
+                return None
+        except (Exception, gevent.Timeout) as error:
+            self._failed(message, error)
+            return None
+        return message
 
     def _failed(self, message: Message, error: BaseException) -> None:
         fields: dict[str, Any] = {"message_id": message.message_id, "attempts": message.attempts}
