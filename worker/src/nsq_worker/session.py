@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -81,6 +81,9 @@ class Session:
         self._publishes: deque[AsyncResult] = deque()
         self._close_wait = Event()
         self._writer: gevent.Greenlet | None = None
+        self.finished_ids: OrderedDict[bytes, None] | None = None
+        """The worker's dedup window (kept across connections), or None when it is off."""
+        self.dedup_window = settings.dedup_window
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -202,6 +205,12 @@ class Session:
     # -- responses (called through Message) ---------------------------------------------------
 
     def finish(self, message: Message) -> None:
+        ids = self.finished_ids
+        if ids is not None:
+            # Handled here even when the FIN cannot reach nsqd any more: a redelivery is a duplicate.
+            ids[message.id] = None
+            if len(ids) > self.dedup_window:
+                ids.popitem(last=False)
         if self.closed:
             return self._orphaned(message, "finish")
         in_flight = self.in_flight

@@ -64,6 +64,7 @@ class Settings:
     log_format: LogFormat = "json"
     log_level: str = "INFO"
     log_body_preview: int = 0  # bytes of a given-up body in the give-up log line; 0: none
+    dedup_window: int = 0  # message ids finished here that a redelivery is checked against; 0: off
 
     @property
     def nsqd_host(self) -> str:
@@ -378,6 +379,15 @@ OPTIONS: tuple[Option, ...] = (
         "Bytes of a given-up message's body that the give-up log line shows; 0 shows none (bodies may "
         "hold personal data or secrets, and logs travel further than messages).",
         "BYTES",
+    ),
+    Option(
+        "dedup_window",
+        "NSQ_DEDUP_WINDOW",
+        "--dedup-window",
+        _at_least(parse_int, 0, 10_000_000),
+        "Remember the ids of the last N messages this process finished and finish a redelivery of one "
+        "without calling the handler (per process, best effort); 0 turns it off.",
+        "N",
     ),
 )
 

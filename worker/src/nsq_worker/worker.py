@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -91,6 +91,8 @@ class NsqProcessWorker:
         cls = type(self)
         self._preprocess = cls.preprocess_message is not NsqProcessWorker.preprocess_message
         self._validate = cls.validate_message is not NsqProcessWorker.validate_message
+        # Ids finished by this process, oldest first (an O(1) ring); None: dedup is off.
+        self._finished_ids: OrderedDict[bytes, None] | None = OrderedDict() if settings.dedup_window else None
 
     # -- what subclasses override -------------------------------------------------------------
 
@@ -320,6 +322,7 @@ class NsqProcessWorker:
 
     def _attach(self, session: Session) -> None:
         self.session = session
+        session.finished_ids = self._finished_ids
         self.state = "subscribed"
         self._connection_error = ""
         self._backoff.reset()
@@ -438,6 +441,7 @@ class NsqProcessWorker:
         handle = self.handle_message
         max_attempts = self.settings.max_attempts
         screened = self._screened()
+        finished_ids = self._finished_ids
         screen = self._screen
         slice_start = end = perf()
         while True:
@@ -453,6 +457,9 @@ class NsqProcessWorker:
                 self._loop.run_callback(self._wake)
             try:
                 if message._responded:
+                    continue
+                if finished_ids is not None and message.id in finished_ids:
+                    self._duplicate(message)
                     continue
                 if max_attempts and message.attempts > max_attempts:
                     # Delivered again after its last attempt (it timed out, or another consumer requeued it).
@@ -495,6 +502,17 @@ class NsqProcessWorker:
     def _screened(self) -> bool:
         """Whether any step runs before the handler (decided once per pool greenlet)."""
         return self._preprocess or self._validate
+
+    def _duplicate(self, message: Message) -> None:
+        """A redelivery of an id this process finished before: finish it, do not handle it again."""
+        self.metrics.duplicates += 1
+        log.info(
+            "message %s was finished by this process before: finished again without handling it",
+            message.message_id,
+            extra={"message_id": message.message_id, "attempts": message.attempts},
+        )
+        message._responded = True
+        message._connection.finish(message)
 
     def _screen(self, message: Message) -> Message | None:
         """The opt-in steps before the handler; None when the message was dealt with here."""
