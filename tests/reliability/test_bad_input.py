@@ -339,9 +339,11 @@ def test_a_worker_that_exits_at_once_says_why(stage: Stage, row: Row, request: p
     row.load = "one NsqConsumer next to a healthy one"
     ns.wait(lambda: ns.deployments("crash"), "the Deployment")
     container = ns.deployments("crash")[stage.nsqd]["spec"]["template"]["spec"]["containers"][0]
-    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # File: only what the worker itself writes to /dev/termination-log reaches the status, never its logs.
+    assert container["terminationMessagePolicy"] == "File"
     row.fault = ("worker.env: NSQ_LOG_LEVEL=LOUD; on the real node the worker exits 2 and the kubelet "
-                 "restarts it into CrashLoopBackOff, its stderr the termination message")  # fmt: skip
+                 "restarts it into CrashLoopBackOff; the worker writes the refusal as its termination "
+                 "message")  # fmt: skip
     last_words = (
         "nsq-worker: error: --log-level / NSQ_LOG_LEVEL: 'LOUD' is not one of DEBUG, INFO, WARNING, ERROR, "
         "CRITICAL"

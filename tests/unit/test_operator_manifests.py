@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nsq_operator import live, manifests, naming
-from nsq_operator.resource import ANNOTATION_NSQD_ADDRESS, ANNOTATION_SPEC_HASH
+from nsq_operator.resource import ANNOTATION_NSQD_ADDRESS, ANNOTATION_SPEC_HASH, ANNOTATION_TEMPLATE_HASH
 from nsq_operator.spec import RESERVED_ENV, ConsumerSpec, SpecError, parse
 
 OWNER = manifests.Owner(name="orders", namespace="shop", uid="1234-abcd")
@@ -152,6 +152,22 @@ def test_fingerprint_ignores_replicas_but_sees_real_changes() -> None:
     assert manifests.fingerprint(OWNER, consumer(), "10.1.2.4:4150") != base
 
 
+def test_template_hash_changes_only_with_the_pod_template() -> None:
+    """What rolls pods waits for the rollout budget; a Deployment-level change (the paused mark of an
+    autoscaler's Deployment, its replicas) does not roll pods."""
+    base = manifests.template_hash(OWNER, consumer(), ADDRESS)
+    assert render()["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH] == base
+    assert render(consumer(replicasPerNsqd=3))["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH] == base
+    assert manifests.template_hash(OWNER, consumer(image="other/worker:2"), ADDRESS) != base
+    assert manifests.template_hash(OWNER, consumer(maxInFlight=7), ADDRESS) != base
+    lookupd = {"httpAddresses": ["http://lookupd:4161"]}
+    raw = {"topic": "orders", "channel": "billing", "lookupd": lookupd, "worker": {"replicasOwner": "External"}}
+    external, paused = parse(raw), parse({**raw, "paused": True})
+    assert isinstance(external, ConsumerSpec) and isinstance(paused, ConsumerSpec)
+    assert manifests.fingerprint(OWNER, paused, ADDRESS) != manifests.fingerprint(OWNER, external, ADDRESS)
+    assert manifests.template_hash(OWNER, paused, ADDRESS) == manifests.template_hash(OWNER, external, ADDRESS)
+
+
 def test_paused_renders_zero_replicas() -> None:
     raw = {"topic": "t", "channel": "c", "lookupd": {"httpAddresses": ["http://l:4161"]}, "paused": True}
     spec = parse(raw)
@@ -169,6 +185,7 @@ def test_the_live_view_round_trips() -> None:
     assert worker.replicas == 1
     assert worker.controller_uid == OWNER.uid
     assert worker.key == (OWNER.namespace, OWNER.name)
+    assert worker.template_hash == manifests.template_hash(OWNER, consumer(), ADDRESS)
     assert manifests.ready_replicas({**body, "status": {"readyReplicas": 1}}) == 1
     assert manifests.ready_replicas(body) == 0
 
@@ -278,9 +295,11 @@ def test_liveness_restarts_only_a_loop_stuck_for_many_seconds() -> None:
     assert ready["periodSeconds"] * ready["failureThreshold"] <= 10  # an outage shows within seconds
 
 
-def test_the_termination_message_falls_back_to_the_logs() -> None:
+def test_the_termination_message_is_only_what_the_worker_wrote() -> None:
+    """File, never FallbackToLogsOnError: a log line may quote message data, and the operator copies
+    the termination message into the NsqConsumer's status and events."""
     c = container(render())
-    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert c["terminationMessagePolicy"] == "File"
     assert "terminationMessagePath" not in c  # the worker writes the default, /dev/termination-log
 
 

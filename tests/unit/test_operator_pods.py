@@ -19,6 +19,7 @@ def pod(
     ready: bool = False,
     conditions: list[dict[str, str]] | None = None,
     deleting: bool = False,
+    policy: str | None = "File",
 ) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "worker", "ready": ready, "restartCount": 0}
     running = {"running": {"startedAt": "2025-01-01T12:00:00Z"}}
@@ -29,8 +30,12 @@ def pod(
     if deleting:
         meta["deletionTimestamp"] = "2025-01-01T12:00:00Z"
     ready_condition = {"type": "Ready", "status": "True" if ready else "False"}
+    spec: dict[str, Any] = {"name": "worker", "image": "w:1"}
+    if policy is not None:
+        spec["terminationMessagePolicy"] = policy
     return {
         "metadata": meta,
+        "spec": {"containers": [spec]},
         "status": {"conditions": [ready_condition, *(conditions or [])], "containerStatuses": [container]},
     }
 
@@ -49,14 +54,34 @@ def test_an_image_that_cannot_be_pulled() -> None:
     assert pods.problem(pod(waiting=waiting)) == 'ErrImagePull: failed to pull image "nope:1": not found'
 
 
-def test_a_crash_loop_says_the_exit_code_and_the_last_line_not_the_backoff() -> None:
+def test_a_crash_loop_says_the_exit_code_and_the_workers_own_words_not_the_backoff() -> None:
     waiting = {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container=worker"}
-    last_words = "nsq-worker: error: NSQ_CONCURRENCY must be at most 100000"
-    log_tail = f"starting\n{last_words}\n"
-    said = pods.problem(pod(waiting=waiting, terminated={"exitCode": 2, "message": log_tail}))
-    assert said == f"CrashLoopBackOff; last exit code 2: {last_words}"
+    last_words = "setup() failed: RuntimeError: the database refused the connection"
+    said = pods.problem(pod(waiting=waiting, terminated={"exitCode": 1, "message": last_words + "\n"}))
+    assert said == f"CrashLoopBackOff; last exit code 1: {last_words}"
     waiting["message"] = "back-off 5m0s restarting failed container=worker"
-    assert pods.problem(pod(waiting=waiting, terminated={"exitCode": 2, "message": log_tail})) == said
+    assert pods.problem(pod(waiting=waiting, terminated={"exitCode": 1, "message": last_words})) == said
+
+
+def test_a_termination_message_is_copied_only_when_the_worker_wrote_it_itself() -> None:
+    """With FallbackToLogsOnError the kubelet puts the log's tail there, which may quote message bodies:
+    a pod of an older template (or anything but File) gets its exit code copied, nothing more."""
+    waiting = {"reason": "CrashLoopBackOff"}
+    log_tail = 'handling {"card": "4111-1111-1111-1111"}\nTraceback ...\nValueError: bad'
+    for policy in ("FallbackToLogsOnError", "SomethingNew"):
+        said = pods.problem(pod(waiting=waiting, terminated={"exitCode": 1, "message": log_tail}, policy=policy))
+        assert said == "CrashLoopBackOff; last exit code 1"
+    # Unset is the API server's default, File (a pod read back always has it set).
+    said = pods.problem(pod(waiting=waiting, terminated={"exitCode": 2, "message": "bad setting"}, policy=None))
+    assert said == "CrashLoopBackOff; last exit code 2: bad setting"
+
+
+def test_a_multi_line_termination_message_becomes_one_capped_line() -> None:
+    words = "drained: 3 finished,\n 0 requeued in 0.4s\n"
+    said = pods.problem(pod(waiting={"reason": "CrashLoopBackOff"}, terminated={"exitCode": 0, "message": words}))
+    assert said == "CrashLoopBackOff; last exit code 0: drained: 3 finished, 0 requeued in 0.4s"
+    long = pods.problem(pod(waiting={"reason": "CrashLoopBackOff"}, terminated={"exitCode": 1, "message": "x" * 900}))
+    assert long is not None and len(long) == pods.MAX_PROBLEM and long.endswith("…")
 
 
 def test_an_unschedulable_pod() -> None:

@@ -25,6 +25,7 @@ from nsq_operator.resource import (
     ANNOTATION_NSQD_ADDRESS,
     ANNOTATION_PAUSED,
     ANNOTATION_SPEC_HASH,
+    ANNOTATION_TEMPLATE_HASH,
     API_VERSION,
     KIND,
     LABEL_COMPONENT,
@@ -77,6 +78,7 @@ def deployment(
     """
     body = _render(owner, spec, address)
     body["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = _hash(body)
+    body["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH] = _hash(body["spec"]["template"])
     count = spec.replicas if isinstance(replicas, EllipsisType) else replicas
     if count is not None:
         body["spec"]["replicas"] = count
@@ -86,6 +88,11 @@ def deployment(
 def fingerprint(owner: Owner, spec: ConsumerSpec, address: str) -> str:
     """The spec-hash annotation `deployment` would carry: everything but the replica count."""
     return _hash(_render(owner, spec, address))
+
+
+def template_hash(owner: Owner, spec: ConsumerSpec, address: str) -> str:
+    """The template-hash annotation `deployment` would carry: a change of it rolls the worker's pods."""
+    return _hash(_render(owner, spec, address)["spec"]["template"])
 
 
 def owned_by(body: Mapping[str, Any], uid: str) -> bool:
@@ -246,10 +253,11 @@ def _container(spec: ConsumerSpec, address: str) -> dict[str, Any]:
         "env": worker_env(spec, address),
         "ports": [{"name": "health", "containerPort": worker.health_port, "protocol": "TCP"}],
         "resources": copy.deepcopy(dict(worker.resources)),
-        # The worker writes why it stopped (drained, setup() failed, ...) to /dev/termination-log;
-        # one that exits before it can (a bad setting) said why on stderr, and this falls back to
-        # that. The operator copies either into the NsqConsumer's Ready condition.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        # The worker writes why it stopped (drained, setup() failed, a bad setting) to
+        # /dev/termination-log, and only that reaches the pod's status: never its log lines, which
+        # may quote message data (FallbackToLogsOnError would copy the log's tail). The operator
+        # copies it into the NsqConsumer's Ready condition and events.
+        "terminationMessagePolicy": "File",
         **_probes(),
         "securityContext": {
             "allowPrivilegeEscalation": False,

@@ -6,6 +6,12 @@ secret "x" not found), an image that cannot be pulled (ErrImagePull), a worker t
 (CrashLoopBackOff, with the worker's last words as the termination message), a pod no node can fit
 (Unschedulable). Copying that into the NsqConsumer's status is what lets `kubectl describe nsqc`
 say why workers are not ready, instead of a bare "0 of 1 ready".
+
+Whoever may read the NsqConsumer or list events reads what is copied, so a termination message is
+copied only from a container whose `terminationMessagePolicy` is `File` (what the worker itself
+wrote to /dev/termination-log: why it stopped, never message data). With `FallbackToLogsOnError`
+(workers of operators before this one) the message may be the tail of the log, which can quote
+message bodies: only the exit code is copied then.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ MAX_PROBLEM = 300  # characters: the kubelet's messages can carry whole log tail
 # BackOff repeats what the container's status says (CrashLoopBackOff, ImagePullBackOff) with less.
 HARMLESS_WARNINGS = frozenset({"MissingClusterDNS", "DNSConfigForming", "BackOff"})
 CRASH_LOOP_RESTARTS = 2  # a container that failed this often and is not ready is crash-looping
+MESSAGE_FROM_FILE = "File"  # the only terminationMessagePolicy whose message is copied
 
 
 def problem(pod: Mapping[str, Any], warnings: Iterable[Mapping[str, Any]] = ()) -> str | None:
@@ -38,8 +45,9 @@ def problem(pod: Mapping[str, Any], warnings: Iterable[Mapping[str, Any]] = ()) 
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             return _cap(_join(condition.get("reason") or "Unschedulable", condition.get("message")))
+    policies = _message_policies(pod)
     for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        found = _container_problem(container)
+        found = _container_problem(container, policies.get(str(container.get("name")), MESSAGE_FROM_FILE))
         if found is not None:
             return _cap(found)
     telling = [w for w in warnings if not _harmless(w)]
@@ -103,7 +111,18 @@ def _event_time(event: Mapping[str, Any]) -> str:
     return max((s for s in stamps if isinstance(s, str)), default="")
 
 
-def _container_problem(container: Mapping[str, Any]) -> str | None:
+def _message_policies(pod: Mapping[str, Any]) -> dict[str, str]:
+    """Each container's terminationMessagePolicy, by name (the API server defaults it to File)."""
+    spec = pod.get("spec") or {}
+    containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+    return {
+        str(c.get("name")): str(c.get("terminationMessagePolicy") or MESSAGE_FROM_FILE)
+        for c in containers
+        if isinstance(c, Mapping)
+    }
+
+
+def _container_problem(container: Mapping[str, Any], policy: str = MESSAGE_FROM_FILE) -> str | None:
     waiting = (container.get("state") or {}).get("waiting") or {}
     reason = waiting.get("reason")
     failed = ((container.get("lastState") or {}).get("terminated") or {}).get("exitCode") not in (None, 0)
@@ -124,7 +143,7 @@ def _container_problem(container: Mapping[str, Any]) -> str | None:
     last = (container.get("lastState") or {}).get("terminated") or {}
     if last:
         exited = f"last exit code {last.get('exitCode')}"
-        said = _join(f"{said}; {exited}", _last_line(last.get("message")))
+        said = _join(f"{said}; {exited}", _own_words(last.get("message"), policy))
     return said
 
 
@@ -148,12 +167,14 @@ def _join(reason: str, message: object) -> str:
     return f"{reason}: {message}" if isinstance(message, str) and message.strip() else reason
 
 
-def _last_line(message: object) -> str | None:
-    """The last non-empty line: with FallbackToLogsOnError the message is the log's tail."""
-    if not isinstance(message, str):
+def _own_words(message: object, policy: str) -> str | None:
+    """The termination message when the container itself wrote it (policy File), on one line.
+
+    Under any other policy the kubelet may have put the log's tail there instead: nothing is taken.
+    """
+    if policy != MESSAGE_FROM_FILE or not isinstance(message, str) or not message.strip():
         return None
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return lines[-1] if lines else None
+    return " ".join(message.split())
 
 
 def _cap(text: str) -> str:
