@@ -69,19 +69,22 @@ def test_a_termination_message_is_copied_only_when_the_worker_wrote_it_itself() 
     waiting = {"reason": "CrashLoopBackOff"}
     log_tail = 'handling {"card": "4111-1111-1111-1111"}\nTraceback ...\nValueError: bad'
     for policy in ("FallbackToLogsOnError", "SomethingNew"):
-        said = pods.problem(pod(waiting=waiting, terminated={"exitCode": 1, "message": log_tail}, policy=policy))
-        assert said == "CrashLoopBackOff; last exit code 1"
+        crashed = pod(waiting=waiting, terminated={"exitCode": 1, "message": log_tail}, policy=policy)
+        assert pods.problem(crashed) == "CrashLoopBackOff; last exit code 1"
     # Unset is the API server's default, File (a pod read back always has it set).
-    said = pods.problem(pod(waiting=waiting, terminated={"exitCode": 2, "message": "bad setting"}, policy=None))
-    assert said == "CrashLoopBackOff; last exit code 2: bad setting"
+    unset = pod(waiting=waiting, terminated={"exitCode": 2, "message": "bad setting"}, policy=None)
+    assert pods.problem(unset) == "CrashLoopBackOff; last exit code 2: bad setting"
 
 
 def test_a_multi_line_termination_message_becomes_one_capped_line() -> None:
+    looping = {"reason": "CrashLoopBackOff"}
     words = "drained: 3 finished,\n 0 requeued in 0.4s\n"
-    said = pods.problem(pod(waiting={"reason": "CrashLoopBackOff"}, terminated={"exitCode": 0, "message": words}))
+    said = pods.problem(pod(waiting=looping, terminated={"exitCode": 0, "message": words}))
     assert said == "CrashLoopBackOff; last exit code 0: drained: 3 finished, 0 requeued in 0.4s"
-    long = pods.problem(pod(waiting={"reason": "CrashLoopBackOff"}, terminated={"exitCode": 1, "message": "x" * 900}))
-    assert long is not None and len(long) == pods.MAX_PROBLEM and long.endswith("…")
+    long = pods.problem(pod(waiting=looping, terminated={"exitCode": 1, "message": "x" * 900}))
+    assert long is not None
+    assert len(long) == pods.MAX_PROBLEM
+    assert long.endswith("…")
 
 
 def test_an_unschedulable_pod() -> None:
