@@ -12,9 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nsq_operator import drift, manifests
+from nsq_operator import drift, manifests, rollout
 from nsq_operator.plan import Worker
-from nsq_operator.resource import ANNOTATION_NSQD_ADDRESS, ANNOTATION_SPEC_HASH, LABEL_CONSUMER
+from nsq_operator.resource import (
+    ANNOTATION_NSQD_ADDRESS,
+    ANNOTATION_SPEC_HASH,
+    ANNOTATION_TEMPLATE_HASH,
+    LABEL_CONSUMER,
+)
 from nsq_operator.spec import ConsumerSpec
 
 ConsumerKey = tuple[str, str]  # (namespace, name)
@@ -34,6 +39,16 @@ class WorkerView:
     replicas: int | None  # spec.replicas as written; None when unset
     ready_replicas: int
     generation: int
+    template_hash: str | None = None  # of the pod template the operator last wrote; None: unknown
+    progress: rollout.Progress = rollout.NO_PROGRESS  # its rollout, as its status tells it
+
+    @property
+    def rolling(self) -> bool:
+        return rollout.in_progress(self.progress)
+
+    @property
+    def stalled(self) -> bool:
+        return rollout.stalled(self.progress)
 
     @property
     def key(self) -> ConsumerKey:
@@ -62,6 +77,8 @@ def view(body: Mapping[str, Any]) -> WorkerView:
         replicas=None if replicas is None else int(replicas),
         ready_replicas=manifests.ready_replicas(body),
         generation=int(meta.get("generation") or 0),
+        template_hash=annotations.get(ANNOTATION_TEMPLATE_HASH),
+        progress=rollout.progress(body),
     )
 
 

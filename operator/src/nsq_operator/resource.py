@@ -19,6 +19,8 @@ LABEL_NSQD = f"{GROUP}/nsqd"  # the short hash of the nsqd: with the consumer, t
 
 ANNOTATION_NSQD_ADDRESS = f"{GROUP}/nsqd-address"
 ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
+# The hash of the pod template alone: a change of it rolls pods, so it waits for the rollout budget.
+ANNOTATION_TEMPLATE_HASH = f"{GROUP}/template-hash"
 # On a paused worker whose replicas an autoscaler owns: it changes the fingerprint, so resuming
 # rewrites the Deployment without a replica count, which hands the count back to the autoscaler.
 ANNOTATION_PAUSED = f"{GROUP}/paused"
