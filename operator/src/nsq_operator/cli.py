@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from nsq_operator.local.command import add_parser as add_local_parser
 from nsq_operator.local.command import run_local
+from nsq_operator.rollout import DEFAULT_MAX_CONCURRENT, MAX_CONCURRENT_ENV
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
 DEFAULT_LEASE_NAME = "nsq-operator"
@@ -67,11 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LEASE_NAME,
         help=f"the Lease's name (default {DEFAULT_LEASE_NAME})",
     )
+    run.add_argument(
+        "--max-concurrent-rollouts",
+        metavar="N",
+        type=_count,
+        default=_count(os.environ.get(MAX_CONCURRENT_ENV) or str(DEFAULT_MAX_CONCURRENT)),
+        help="at most N worker Deployments roll out a new pod template at once, over every consumer: "
+        "the others keep their old template until a place frees (an operator upgrade or a spec change "
+        f"restarts workers N at a time); 0: no limit (default ${MAX_CONCURRENT_ENV} or "
+        f"{DEFAULT_MAX_CONCURRENT})",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything, including kopf's internals")
 
     add_local_parser(commands)
     return parser
+
+
+def _count(text: str) -> int:
+    """A count of 0 or more, for argparse (and its environment variable)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value
 
 
 M_ARENA_MAX = -8  # glibc's mallopt() parameter number
@@ -112,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         lease_namespace=args.leader_election_namespace,
         lease_name=args.leader_election_name,
         identity=_identity(),
+        max_concurrent_rollouts=args.max_concurrent_rollouts,
     )
     kopf.run(
         clusterwide=not args.namespace,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from nsq_operator.lookupd import Lookup, redact
 from nsq_operator.plan import Action, Create, Delete, Scale, Update
 from nsq_operator.resource import API_VERSION, KIND, MANAGER
+from nsq_operator.rollout import Summary
 
 if TYPE_CHECKING:
     from nsq_operator.manifests import Owner
@@ -110,6 +111,51 @@ def for_held_deletions(previously_held: Collection[str], held: Collection[str]) 
             f"Not deleting {', '.join(new)}: no nsqlookupd answers, so their nsqd may still be alive",
         )
     ]
+
+
+def for_rollout(active: bool, waiting: int, stalled: Collection[str], summary: Summary) -> list[Event]:
+    """A consumer's rollout of a new pod template: when it starts, when it starts waiting for the
+    operator-wide budget, when one of its Deployments stalls, and when it completes. Not per poll:
+    each is said when it becomes true (each Deployment written has its DeploymentUpdated as well)."""
+    found: list[Event] = []
+    budget = "no limit" if summary.limit <= 0 else f"at most {summary.limit} at a time, operator-wide"
+    if summary.active and not active:
+        count = summary.rolling + summary.waiting + len(summary.stalled)
+        found.append(
+            Event(
+                NORMAL,
+                "RolloutStarted",
+                f"Rolling out a new pod template to {count} of {summary.total} worker Deployments ({budget})",
+            )
+        )
+    if summary.waiting and not waiting:
+        found.append(
+            Event(
+                NORMAL,
+                "RolloutWaiting",
+                f"{summary.waiting} worker Deployments keep their old pod template until the rollout "
+                f"budget has room ({budget}); {summary.updated} of {summary.total} updated, "
+                f"{summary.rolling} rolling",
+            )
+        )
+    for name in sorted(set(summary.stalled) - set(stalled)):
+        found.append(
+            Event(
+                WARNING,
+                "RolloutStalled",
+                f"Deployment {name} did not finish its rollout within its progress deadline "
+                "(ProgressDeadlineExceeded); its place in the rollout budget goes to the next one",
+            )
+        )
+    if active and not summary.active:
+        found.append(
+            Event(
+                NORMAL,
+                "RolloutComplete",
+                f"All {summary.total} worker Deployments run the current pod template",
+            )
+        )
+    return found
 
 
 def body(owner: Owner, event: Event, now: datetime) -> dict[str, Any]:

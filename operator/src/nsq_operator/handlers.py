@@ -20,7 +20,7 @@ from typing import Any
 
 import kopf
 
-from nsq_operator import health
+from nsq_operator import health, metrics, rollout
 from nsq_operator.kube import Kube, load_client
 from nsq_operator.leader import LeaderElection
 from nsq_operator.metrics import watch_consumers
@@ -49,6 +49,7 @@ class Options:
     lease_namespace: str | None = None  # None: no leader election, this operator leads
     lease_name: str = MANAGER
     identity: str = MANAGER
+    max_concurrent_rollouts: int = rollout.DEFAULT_MAX_CONCURRENT  # 0: no limit
 
 
 @kopf.on.startup()
@@ -66,7 +67,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     workers = WorkerWatch(
         api_client, options.namespaces, lambda view, body, gone: scheduler.worker_event(view, body, gone)
     )
-    scheduler = Scheduler(Kube(api_client), workers.of, executor, workers.synced)
+    budget = rollout.Budget(options.max_concurrent_rollouts, metrics.ROLLOUTS_IN_PROGRESS.set)
+    metrics.ROLLOUT_LIMIT.set(budget.limit)
+    scheduler = Scheduler(Kube(api_client), workers.of, executor, workers.synced, budget)
     memo["scheduler"], memo["executor"], memo["workers"] = scheduler, executor, workers
     workers.start()
     watch_consumers(scheduler.figures)

@@ -223,6 +223,25 @@ class Kube:
             applied: dict[str, Any] = json.loads(response.data)
         return applied
 
+    def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        """Set only a Deployment's replica count (a merge patch): one whose new pod template waits
+        for the rollout budget keeps its old template, which an apply of the whole would replace.
+        The next apply of the whole (forced) takes the count back into the operator's apply."""
+        with _call("patch", f"scaling Deployment {name}"):
+            response = _retrying(
+                lambda: self.apps.patch_namespaced_deployment(
+                    name,
+                    namespace,
+                    {"spec": {"replicas": replicas}},
+                    field_manager=MANAGER,
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+            scaled: dict[str, Any] = json.loads(response.data)
+        return scaled
+
     def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         """Create one core/v1 Event (kubectl describe reads these)."""
         with _call("create", "posting an event"):

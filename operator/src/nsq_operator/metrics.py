@@ -59,7 +59,21 @@ LEADER = Gauge(
     "1 while this operator holds the leader Lease and reconciles, 0 while it stands by.",
     registry=REGISTRY,
 )
-
+ROLLOUTS_IN_PROGRESS = Gauge(
+    "nsq_operator_rollouts_in_progress",
+    "Worker Deployments rolling out now (or given a place for a new pod template), operator-wide.",
+    registry=REGISTRY,
+)
+ROLLOUT_LIMIT = Gauge(
+    "nsq_operator_rollout_limit",
+    "At most this many worker Deployments roll out a new pod template at once (0: no limit).",
+    registry=REGISTRY,
+)
+ROLLOUTS_STARTED = Counter(
+    "nsq_operator_rollouts_started_total",
+    "New pod templates written to existing worker Deployments, each within the rollout budget.",
+    registry=REGISTRY,
+)
 
 NSQD_STATS_READS = Counter(
     "nsq_operator_nsqd_stats_reads_total",
@@ -86,6 +100,7 @@ class ConsumerFigures:
     deployments: int
     ready_workers: int
     nsqds: tuple[NsqdFigures, ...] = ()  # only while the operator autoscales the consumer
+    rollout_waiting: int = 0  # Deployments whose new pod template waits for the rollout budget
 
 
 class ConsumerCollector(Collector):
@@ -126,7 +141,13 @@ class ConsumerCollector(Collector):
             "Replicas the autoscaler wants for one nsqd's worker Deployment.",
             labels=per_nsqd,
         )
+        waiting = GaugeMetricFamily(
+            "nsq_operator_rollout_waiting_deployments",
+            "Worker Deployments of an NsqConsumer whose new pod template waits for the rollout budget.",
+            labels=["namespace", "consumer"],
+        )
         for figures in self._read():
+            waiting.add_metric([figures.namespace, figures.name], figures.rollout_waiting)
             deployments.add_metric([figures.namespace, figures.name], figures.deployments)
             ready.add_metric([figures.namespace, figures.name], figures.ready_workers)
             for nsqd in figures.nsqds:
@@ -137,7 +158,7 @@ class ConsumerCollector(Collector):
                     in_flight.add_metric(labels, nsqd.in_flight)
                 replicas.add_metric(labels, nsqd.replicas or 0)
                 desired.add_metric(labels, nsqd.desired_replicas)
-        yield from (deployments, ready, depth, in_flight, replicas, desired)
+        yield from (deployments, ready, depth, in_flight, replicas, desired, waiting)
 
 
 def watch_consumers(read: Callable[[], Iterable[ConsumerFigures]]) -> Collector:

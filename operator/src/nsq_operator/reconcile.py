@@ -19,12 +19,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from nsq_operator import autoscale, events, live, manifests, naming, pods, status
+from nsq_operator import autoscale, events, live, manifests, metrics, naming, pods, rollout, status
 from nsq_operator.autoscale import NsqdStats, Recommendation, Unreadable
 from nsq_operator.events import Event
 from nsq_operator.kube import Kube, KubeError
 from nsq_operator.lookupd import Lookup, redact
-from nsq_operator.plan import Action, Create, Delete, NsqdRecord, Scale, Target, Update, plan
+from nsq_operator.plan import UPDATE_CHANGED, Action, Create, Delete, NsqdRecord, Scale, Target, Update, plan
 from nsq_operator.spec import MAX_RDY_COUNT, ConsumerSpec, SpecError, parse
 from nsq_operator.status import NsqdScaling
 
@@ -58,6 +58,13 @@ class ConsumerState:
     scale_reasons: dict[str, str] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
     last_write: float = -1e9  # time.monotonic() of the last status write
+    # The rollout of a new pod template: the Deployments it concerns (None: no rollout), whether the
+    # names are still to be read from what rolls (seeded from a status that said a rollout ran), and
+    # what was last said about it.
+    rollout: set[str] | None = None
+    rollout_unknown: str | None = None  # seeded: the reason of the RolloutProgressing it said
+    rollout_waiting: int = 0
+    rollout_stalled: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class Inputs:
     still_wanted: Callable[[], bool]  # False once the consumer is being deleted or gone
     stats: Mapping[str, NsqdStats] = field(default_factory=dict)  # by nsqd, read when autoscaling
     max_rdy_counts: Mapping[str, int] = field(default_factory=dict)  # by nsqd, where it was read
+    budget: rollout.Budget = rollout.UNLIMITED  # the operator-wide places for rolling Deployments
 
 
 @dataclass(frozen=True)
@@ -153,12 +161,33 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
     written: list[dict[str, Any]] = []
     deleted: list[str] = []
     timed_out = False
+    templated: set[str] = set()  # Deployments whose new pod template rolls pods
+    waiting: list[str] = []  # of those, the ones that found the budget full
     try:
         for action in planned.actions:
             _check(inputs)
-            result, changed, problem = _execute(kube, owner, spec, action, by_name)
+            budgeted = _rolls_pods(owner, spec, action, by_name)
+            if budgeted and not inputs.budget.acquire((owner.namespace, action.name)):
+                # Every place is taken: it keeps its old template, at the replicas it should have.
+                templated.add(action.name)
+                waiting.append(action.name)
+                held = _held_scale(action, by_name)
+                if held is None:
+                    continue
+                action = held
+                result, changed, problem = _scale_only(kube, owner, held)
+            else:
+                result, changed, problem = _execute(kube, owner, spec, action, by_name)
             if result is not None:
                 written.append(result)
+            if budgeted and action.name not in waiting:
+                templated.add(action.name)
+                key = (owner.namespace, action.name)
+                if result is not None:
+                    inputs.budget.written(key, live.view(result).generation)
+                    metrics.ROLLOUTS_STARTED.inc()
+                else:
+                    inputs.budget.release(key)
             if isinstance(action, Delete) and problem is None and action.name in by_name:
                 deleted.append(by_name[action.name].uid)
             if problem is not None:
@@ -175,6 +204,13 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
         failures.append("the reconcile ran past its deadline; the next one carries on")
     state.failures = tuple(failures)
     state.records = kept
+    summary = _rollout_summary(mine, written, deleted, templated, waiting, state, inputs.budget)
+    emitted += events.for_rollout(
+        state.rollout is not None, state.rollout_waiting, state.rollout_stalled, summary
+    )
+    state.rollout = (state.rollout or set()) | templated if summary.active else None
+    state.rollout_waiting = summary.waiting
+    state.rollout_stalled = frozenset(summary.stalled)
 
     replicas = {w.name: _wanted(spec, w, scaling) for w in mine}
     ready = {w.name: w.ready_replicas for w in mine}
@@ -204,6 +240,7 @@ def reconcile(kube: Kube, inputs: Inputs, state: ConsumerState) -> Outcome:
         failures=tuple(failures),
         problems=problems,
         applied=not failures,
+        rollout=summary,
     )
     new_status = status.build(observation, previous_status)
     _finish(kube, owner, state, previous_status, new_status, emitted, inputs)
@@ -289,6 +326,73 @@ def _desired_total(
     return sum(replicas.values())
 
 
+def _rolls_pods(
+    owner: manifests.Owner, spec: ConsumerSpec, action: Action, existing: Mapping[str, live.WorkerView]
+) -> bool:
+    """Whether this action writes a new pod template to an existing Deployment with pods to roll.
+
+    Only a changed spec (or operator) does: creations and deletions never wait, nor does putting back
+    fields someone else changed (drift), nor a change that leaves the pod template as it is.
+    """
+    if not isinstance(action, Update) or action.reason != UPDATE_CHANGED:
+        return False
+    worker = existing.get(action.name)
+    if worker is None:
+        return False
+    if worker.template_hash == manifests.template_hash(owner, spec, action.address):
+        return False
+    return rollout.needs_place(worker.replicas, action.replicas)
+
+
+def _held_scale(action: Action, existing: Mapping[str, live.WorkerView]) -> Scale | None:
+    """What to write to a Deployment whose new template waits for the budget: its replica count
+    alone, when that is to change (a pause, the autoscaler), else nothing."""
+    worker = existing[action.name]
+    if isinstance(action, Delete) or action.replicas is None or worker.replicas == action.replicas:
+        return None
+    why = "its new pod template waits for the rollout budget"
+    return Scale(action.name, action.address, action.replicas, why)
+
+
+def _rollout_summary(
+    mine: Sequence[live.WorkerView],
+    written: Sequence[Mapping[str, Any]],
+    deleted: Sequence[str],
+    templated: set[str],
+    waiting: Sequence[str],
+    state: ConsumerState,
+    budget: rollout.Budget,
+) -> rollout.Summary:
+    """Where this consumer's rollout stands after this reconcile's writes."""
+    after = {w.name: w for w in mine if w.uid not in deleted}
+    for body in written:
+        view = live.view(body)
+        after[view.name] = view
+    if state.rollout_unknown is not None:  # the last operator said a rollout ran: whatever rolls now
+        if state.rollout_unknown == rollout.REASON_STALLED:  # said so already
+            state.rollout_stalled = frozenset(n for n, w in after.items() if w.stalled)
+        state.rollout_unknown = None
+        state.rollout = (state.rollout or set()) | {n for n, w in after.items() if w.rolling or w.stalled}
+    names = ((state.rollout or set()) | templated) & after.keys()
+    held = set(waiting)
+    rolling = [n for n in names if n not in held and after[n].rolling]
+    stalled = sorted(n for n in names if n not in held and after[n].stalled)
+    return rollout.Summary(len(after), len(rolling), len(held), tuple(stalled), budget.limit)
+
+
+def _scale_only(
+    kube: Kube, owner: manifests.Owner, action: Scale
+) -> tuple[dict[str, Any] | None, bool, str | None]:
+    """Write only the replica count of a Deployment whose new template waits for the budget."""
+    try:
+        written = kube.scale(owner.namespace, action.name, action.replicas)
+    except KubeError as error:
+        log.warning("%s/%s: %s", owner.namespace, owner.name, error)
+        return None, False, str(error)
+    log.info("%s/%s: %s", owner.namespace, owner.name, action)
+    return written, True, None
+
+
 def _check(inputs: Inputs) -> None:
     if not inputs.still_wanted():
         raise _NotWantedError
@@ -314,6 +418,10 @@ def _seed(state: ConsumerState, previous: Mapping[str, Any], parsed: ConsumerSpe
         state.failures = tuple(str(ready.get("message") or "").split("; "))
     if reachable.get("status") != "False":
         state.held = ()
+    said = status.condition(previous, status.ROLLOUT_PROGRESSING) or {}
+    if said.get("status") == "True":  # a rollout ran: no second RolloutStarted, and a RolloutComplete
+        state.rollout, state.rollout_unknown = set(), str(said.get("reason"))
+        state.rollout_waiting = 1 if said.get("reason") == rollout.REASON_WAITING else 0
     state.problems = {
         entry["address"]: entry["problem"]
         for entry in previous.get("nsqds") or []

@@ -29,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from nsq_operator import live, lookupd, metrics, nsqd_stats, reconcile
+from nsq_operator import live, lookupd, metrics, nsqd_stats, reconcile, rollout
 from nsq_operator.autoscale import ChannelStats, NsqdStats, Unreadable
 from nsq_operator.kube import Kube
 from nsq_operator.live import ConsumerKey, WorkerView
@@ -126,9 +126,18 @@ class Scheduler:
     """Everything the operator knows and does, on kopf's event loop."""
 
     def __init__(
-        self, kube: Kube, read_workers: ReadWorkers, executor: Executor, synced: asyncio.Event | None = None
+        self,
+        kube: Kube,
+        read_workers: ReadWorkers,
+        executor: Executor,
+        synced: asyncio.Event | None = None,
+        budget: rollout.Budget | None = None,
     ) -> None:
         self.kube = kube
+        # The operator-wide places for worker Deployments rolling out a new pod template, kept by
+        # the watch (so a restarted operator knows from its first list what rolls) and taken by the
+        # reconciles. None: no limit.
+        self.budget = budget if budget is not None else rollout.UNLIMITED
         self.read_workers = read_workers
         self.executor = executor
         self.synced = synced  # set once live state holds every worker Deployment; None: already
@@ -184,6 +193,11 @@ class Scheduler:
         """A worker Deployment changed: judge drift against its consumer, and nudge it when needed."""
         slot = self.consumers.get(view.key)
         where = (view.namespace, view.name)
+        if self.budget.observe(where, view.generation, view.rolling, deleted) and self.leader:
+            # A place in the rollout budget came free: whoever waits for one may take it now.
+            for other in self.consumers.values():
+                if other.state.rollout_waiting:
+                    self._nudge(other)
         if slot is not None:
             recent = slot.recent.get(view.name)
             if (
@@ -272,7 +286,11 @@ class Scheduler:
                 metrics.NsqdFigures(address, s.depth, s.in_flight, s.current, s.desired)
                 for address, s in dict(slot.scaling).items()
             )
-            found.append(metrics.ConsumerFigures(slot.key[0], slot.key[1], len(views), ready, nsqds))
+            found.append(
+                metrics.ConsumerFigures(
+                    slot.key[0], slot.key[1], len(views), ready, nsqds, slot.state.rollout_waiting
+                )
+            )
         return found
 
     # -- the loops ---------------------------------------------------------------------------------
@@ -374,6 +392,7 @@ class Scheduler:
             now=datetime.now(UTC),
             deadline=time.monotonic() + RECONCILE_DEADLINE,
             still_wanted=lambda: self.leader and self.fence() and self.consumers.get(slot.key) is slot,
+            budget=self.budget,
         )
         slot.running_since = started = time.monotonic()
         try:

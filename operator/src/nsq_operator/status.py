@@ -13,16 +13,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from nsq_operator import naming
+from nsq_operator import naming, rollout
 from nsq_operator.lookupd import Lookup, redact
 from nsq_operator.plan import NsqdRecord, Plan
+from nsq_operator.rollout import Summary as RolloutSummary
 from nsq_operator.spec import SpecError
 
 READY = "Ready"
 LOOKUPD_REACHABLE = "LookupdReachable"
 SPEC_VALID = "SpecValid"
 SCALING_ACTIVE = "ScalingActive"  # only while the operator's autoscaler is on
-CONDITION_TYPES = (READY, LOOKUPD_REACHABLE, SPEC_VALID, SCALING_ACTIVE)
+ROLLOUT_PROGRESSING = rollout.ROLLOUT_PROGRESSING  # a new pod template rolling out, within the budget
+CONDITION_TYPES = (READY, LOOKUPD_REACHABLE, SPEC_VALID, SCALING_ACTIVE, ROLLOUT_PROGRESSING)
 
 # Fields that change on every poll without meaning anything changed.
 VOLATILE_FIELDS = ("lastLookupTime",)
@@ -79,6 +81,7 @@ class Observation:
     problems: Mapping[str, str] = field(default_factory=dict)  # why a worker is not running, by nsqd
     applied: bool = True  # the spec was carried out in full; only then observedGeneration moves
     scaling: Mapping[str, NsqdScaling] | None = None  # None: the operator's autoscaler is off
+    rollout: RolloutSummary | None = None  # None: not judged this poll (invalid spec)
 
 
 def records_from_status(status: Mapping[str, Any] | None) -> dict[str, NsqdRecord]:
@@ -110,7 +113,13 @@ def build(observation: Observation, previous: Mapping[str, Any] | None) -> dict[
             "nsqds": nsqds,
         }
     conditions = {c["type"]: c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
-    fresh = [_spec_valid(obs), *_lookupd_reachable(obs), _ready(obs, status), *_scaling_active(obs)]
+    fresh = [
+        _spec_valid(obs),
+        *_lookupd_reachable(obs),
+        _ready(obs, status),
+        *_scaling_active(obs),
+        *_rollout_progressing(obs),
+    ]
     if obs.spec_error is None and obs.scaling is None:
         conditions.pop(SCALING_ACTIVE, None)  # autoscaling off (or paused): nothing to say
     for type_, state, reason, message in fresh:
@@ -256,6 +265,12 @@ def _scaling_active(obs: Observation) -> Iterable[Fresh]:
             f"Replicas of each of {len(obs.scaling)} nsqd follow that nsqd's own backlog.",
         )
     ]
+
+
+def _rollout_progressing(obs: Observation) -> Iterable[Fresh]:
+    if obs.rollout is None or obs.spec_error is not None:
+        return []  # not judged: keep what was said
+    return [(ROLLOUT_PROGRESSING, *rollout.condition(obs.rollout))]
 
 
 def _problems_sentence(problems: Mapping[str, str], shown: int = MAX_PROBLEMS_SHOWN) -> str:
