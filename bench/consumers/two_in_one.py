@@ -20,6 +20,7 @@ import sys
 
 import gevent
 
+from nsq_worker import runtime
 from nsq_worker.cli import load_worker_class
 from nsq_worker.settings import Settings
 
@@ -60,7 +61,7 @@ def main() -> None:
     gevent.signal_handler(signal.SIGINT, stop)
     for worker in workers:
         worker.join()
-    sys.exit(max(worker.exit_code for worker in workers))
+    sys.exit(max(runtime.of(worker).exit_code for worker in workers))
 
 
 if __name__ == "__main__":

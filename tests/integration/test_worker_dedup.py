@@ -16,7 +16,7 @@ import json, time
 import gevent
 
 from recording_worker import record
-from nsq_worker import NsqProcessWorker
+from nsq_worker import NsqProcessWorker, runtime
 
 
 class HoldingWorker(NsqProcessWorker):
@@ -24,7 +24,7 @@ class HoldingWorker(NsqProcessWorker):
         record("start", message)
         task = json.loads(message.body)
         deadline = time.monotonic() + 20
-        while message.attempts == 1 and reader.metrics.received < task.get("hold_until_received", 0):
+        while message.attempts == 1 and runtime.of(reader).metrics.received < task.get("hold_until_received", 0):
             if time.monotonic() > deadline:
                 raise RuntimeError("no redelivery came")
             gevent.sleep(0.05)

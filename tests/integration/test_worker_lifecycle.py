@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.rig.nsq import NsqCluster
 from tests.rig.workers import WorkerFactory, bodies, channel, clients, settled, wait_for
@@ -95,18 +96,26 @@ def test_health_readiness_and_metrics_follow_the_nsqd_connection(
     assert health.json()["state"] == "subscribed"
     metrics = worker.get("/metrics")
     assert metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    labels = f'topic="work",channel="workers",nsqd="{nsqd.tcp_address}"'
-    for line in [
-        f"nsq_worker_messages_received_total{{{labels}}} 4",
-        f"nsq_worker_messages_finished_total{{{labels}}} 3",
-        f"nsq_worker_messages_requeued_total{{{labels}}} 1",
-        f"nsq_worker_messages_given_up_total{{{labels}}} 0",
-        f"nsq_worker_messages_in_flight{{{labels}}} 0",
-        f"nsq_worker_handler_duration_seconds_count{{{labels}}} 4",
-        f'nsq_worker_connection_state{{{labels},state="subscribed"}} 1',
-        f"nsq_worker_connected{{{labels}}} 1",
+    labels = {"topic": "work", "channel": "workers", "nsqd": nsqd.tcp_address}
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.text)
+        for sample in family.samples
+    }
+    for name, extra, value in [
+        ("nsq_worker_messages_received_total", {}, 4),
+        ("nsq_worker_messages_finished_total", {}, 3),
+        ("nsq_worker_messages_requeued_total", {}, 1),
+        ("nsq_worker_messages_given_up_total", {}, 0),
+        ("nsq_worker_messages_in_flight", {}, 0),
+        ("nsq_worker_handler_duration_seconds_count", {}, 4),
+        ("nsq_worker_connection_state", {"state": "subscribed"}, 1),
+        ("nsq_worker_connected", {}, 1),
     ]:
-        assert line in metrics.text.splitlines(), line
+        assert samples[(name, tuple(sorted({**labels, **extra}.items())))] == value, name
+    openmetrics = worker.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert openmetrics.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.endswith("# EOF\n")
     assert worker.get("/nope").status_code == 404
 
     # nsqd goes away: not ready at once, but alive (restarting would not bring nsqd back).

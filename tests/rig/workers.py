@@ -125,8 +125,8 @@ class Worker:
         lines = [json.loads(line) for line in self.record_path.read_text().splitlines() if line.strip()]
         return [line for line in lines if event is None or line["event"] == event]
 
-    def get(self, path: str) -> requests.Response:
-        return requests.get(f"http://127.0.0.1:{self.health_port}{path}", timeout=2)
+    def get(self, path: str, headers: dict[str, str] | None = None) -> requests.Response:
+        return requests.get(f"http://127.0.0.1:{self.health_port}{path}", headers=headers, timeout=2)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         self.process.wait_until(lambda: self.get("/readyz").status_code == 200, timeout=timeout, what="ready")

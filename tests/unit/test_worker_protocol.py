@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from nsq_worker import protocol
 
 MESSAGE_ID = b"0123456789abcdef"
+MAX = protocol.max_frame_size(protocol.DEFAULT_MAX_MSG_SIZE)
 
 
 def _stream() -> tuple[bytes, list[protocol.RawMessage], list[protocol.RawFrame]]:
@@ -30,7 +31,7 @@ def _stream() -> tuple[bytes, list[protocol.RawMessage], list[protocol.RawFrame]
 
 def test_one_buffer_with_every_kind_of_frame() -> None:
     data, messages, others = _stream()
-    got_messages, got_others, used = protocol.split_frames(data)
+    got_messages, got_others, used = protocol.split_frames(data, MAX)
     assert got_messages == messages
     assert got_others == others
     assert used == len(data)
@@ -43,14 +44,12 @@ def test_any_split_of_the_stream_gives_the_same_frames(cuts: list[int]) -> None:
     chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     got_messages: list[protocol.RawMessage] = []
     got_others: list[protocol.RawFrame] = []
-    pending = b""
+    frames = protocol.FrameBuffer(MAX)
     for chunk in chunks:
-        pending += chunk
-        new_messages, new_others, used = protocol.split_frames(pending)
+        new_messages, new_others = frames.feed(chunk)
         got_messages += new_messages
         got_others += new_others
-        pending = pending[used:]
-    assert pending == b""
+    assert frames.pending == 0
     assert got_messages == messages
     assert got_others == others
 
@@ -58,12 +57,12 @@ def test_any_split_of_the_stream_gives_the_same_frames(cuts: list[int]) -> None:
 def test_a_partial_frame_is_left_for_the_next_read() -> None:
     frame = protocol.encode_message(1, 1, MESSAGE_ID, b"hello")
     for cut in range(len(frame)):
-        assert protocol.split_frames(frame[:cut]) == ([], [], 0)
+        assert protocol.split_frames(frame[:cut], MAX) == ([], [], 0)
 
 
 def test_empty_body_and_attempts_above_32767() -> None:
     frame = protocol.encode_message(5, 40_000, MESSAGE_ID, b"")
-    assert protocol.split_frames(frame) == ([(5, 40_000, MESSAGE_ID, b"")], [], len(frame))
+    assert protocol.split_frames(frame, MAX) == ([(5, 40_000, MESSAGE_ID, b"")], [], len(frame))
 
 
 @pytest.mark.parametrize(
@@ -77,7 +76,42 @@ def test_empty_body_and_attempts_above_32767() -> None:
 )
 def test_corrupt_streams_raise(data: bytes) -> None:
     with pytest.raises(protocol.FrameError):
-        protocol.split_frames(data)
+        protocol.split_frames(data, MAX)
+
+
+def test_a_large_message_split_over_many_reads_is_parsed_once_when_complete() -> None:
+    body = bytes(range(256)) * (5 * 4096)  # 5 MiB
+    frame = protocol.encode_message(7, 1, MESSAGE_ID, body)
+    frames = protocol.FrameBuffer(protocol.max_frame_size(6 * 1024 * 1024))
+    chunk = 256 * 1024
+    pieces = [frame[i : i + chunk] for i in range(0, len(frame), chunk)]
+    for piece in pieces[:-1]:
+        assert frames.feed(piece) == ([], [])  # still arriving: nothing parsed, nothing joined
+    assert frames.pending == len(frame) - len(pieces[-1])
+    messages, others = frames.feed(pieces[-1])
+    assert messages == [(7, 1, MESSAGE_ID, body)]
+    assert others == []
+    assert frames.pending == 0
+
+
+def test_a_frame_at_the_size_bound_passes_and_one_byte_more_is_refused() -> None:
+    limit = 4096
+    frames = protocol.FrameBuffer(protocol.max_frame_size(limit))
+    exact = protocol.encode_message(1, 1, MESSAGE_ID, b"x" * limit)
+    assert frames.feed(exact)[0][0][3] == b"x" * limit
+    with pytest.raises(protocol.FrameError, match="NSQ_MAX_MSG_SIZE"):
+        frames.feed(protocol.encode_message(1, 1, MESSAGE_ID, b"x" * (limit + 1)))
+
+
+@pytest.mark.parametrize("header_bytes", [4, 5, 8, 30])
+def test_a_corrupt_header_is_refused_before_its_frame_is_buffered(header_bytes: int) -> None:
+    """A header announcing 1 GiB fails as soon as its size is readable, not after 1 GiB arrived."""
+    frames = protocol.FrameBuffer(protocol.max_frame_size(protocol.DEFAULT_MAX_MSG_SIZE))
+    good = protocol.encode_message(1, 1, MESSAGE_ID, b"ok")
+    corrupt = (1 << 30).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"\0" * 22
+    assert frames.feed(good + corrupt[:3]) == ([(1, 1, MESSAGE_ID, b"ok")], [])
+    with pytest.raises(protocol.FrameError, match="larger than"):
+        frames.feed(corrupt[3:header_bytes])
 
 
 def test_commands() -> None:

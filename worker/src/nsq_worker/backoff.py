@@ -90,3 +90,44 @@ class BackoffState:
         """A new connection starts with a clean slate."""
         self.level = 0
         self.paused = False
+
+
+# Reconnecting: the first retry comes soon, each failure in a row doubles the wait up to the cap,
+# and only a connection that stayed up for `stable_after` seconds starts the count again, so an
+# nsqd that drops every connection right after SUB is not hammered twice a second forever.
+RECONNECT_BASE = 0.5
+RECONNECT_CAP = 30.0
+RECONNECT_STABLE_AFTER = 10.0
+
+
+def reconnect_delay(failures: int, base: float, cap: float, jitter: float) -> float:
+    """Seconds before the next connection attempt after `failures` in a row ("equal jitter").
+
+    Half of `base * 2**(failures-1)` (capped) is fixed, the other half scaled by `jitter` in [0, 1),
+    so many workers dropped by one nsqd at once do not all come back in the same instant.
+    """
+    if failures <= 0:
+        return 0.0
+    nominal = min(base * (1 << min(failures - 1, _MAX_LEVEL)), cap)
+    return nominal / 2 + nominal / 2 * min(max(jitter, 0.0), 1.0)
+
+
+@dataclass
+class ReconnectBackoff:
+    """Counts the failures in a row of one worker's connection to its nsqd."""
+
+    base: float = RECONNECT_BASE
+    cap: float = RECONNECT_CAP
+    stable_after: float = RECONNECT_STABLE_AFTER
+    failures: int = 0
+
+    def connect_failed(self) -> None:
+        """The connection or its handshake failed."""
+        self.failures = min(self.failures + 1, _MAX_LEVEL)
+
+    def connection_ended(self, lasted: float) -> None:
+        """A subscribed connection ended after `lasted` seconds: short-lived ones count as failures."""
+        self.failures = 1 if lasted >= self.stable_after else min(self.failures + 1, _MAX_LEVEL)
+
+    def delay(self, jitter: float) -> float:
+        return reconnect_delay(self.failures, self.base, self.cap, jitter)

@@ -25,7 +25,6 @@ from gevent.pywsgi import WSGIServer
 
 log = logging.getLogger("nsq_worker.health")
 
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TERMINATION_MESSAGE_ENV = "NSQ_TERMINATION_MESSAGE_PATH"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # the kubelet's default terminationMessagePath
 TERMINATION_MESSAGE_MAX = 300  # one line in `kubectl describe` and in the consumer's status
@@ -38,7 +37,7 @@ class Probe(Protocol):
 
     def readyz(self) -> tuple[bool, dict[str, Any]]: ...
 
-    def metrics_text(self) -> str: ...
+    def metrics_exposition(self, accept: str | None) -> tuple[bytes, str]: ...
 
 
 def make_app(probe: Probe) -> WSGIApplication:
@@ -47,7 +46,8 @@ def make_app(probe: Probe) -> WSGIApplication:
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             return _reply(start_response, "405 Method Not Allowed", "text/plain", b"GET only\n")
         if path == "/metrics":
-            return _reply(start_response, "200 OK", METRICS_CONTENT_TYPE, probe.metrics_text().encode())
+            body, content_type = probe.metrics_exposition(environ.get("HTTP_ACCEPT"))
+            return _reply(start_response, "200 OK", content_type, body)
         if path in ("/healthz", "/livez"):
             ok, detail = probe.healthz()
         elif path == "/readyz":

@@ -1,16 +1,27 @@
-"""Plain counters updated on the hot path, rendered in the Prometheus text format on demand.
+"""Plain counters updated on the hot path; prometheus_client turns them into /metrics on demand.
 
-prometheus_client takes a lock and walks label dicts on every increment; an attribute `+= 1` is
-an order of magnitude cheaper, and one process serves one (topic, channel, nsqd), so every sample
-carries the same constant labels.
+prometheus_client's own Counter takes a lock and walks label dicts on every increment; an
+attribute `+= 1` is an order of magnitude cheaper, and one process serves one (topic, channel,
+nsqd), so every sample carries the same constant labels. A custom collector reads the counters
+when scraped and yields metric families, so the exposition (escaping, the Prometheus text format
+and OpenMetrics) is the library's.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
 
 # Handler durations in seconds: sub-millisecond no-ops up to handlers that need TOUCH.
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -90,22 +101,12 @@ class Gauges:
 
 
 def _number(value: float) -> str:
+    """A bucket bound as Prometheus spells it: 0.1, 1.0, +Inf."""
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     if float(value).is_integer():
         return f"{value:.1f}"
     return repr(float(value))
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(base: Mapping[str, str], extra: Mapping[str, str] | None = None) -> str:
-    merged = {**base, **(extra or {})}
-    if not merged:
-        return ""
-    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in merged.items()) + "}"
 
 
 PREFIX = "nsq_worker_"
@@ -124,52 +125,70 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("duplicates_total", "duplicates", "Redeliveries of ids finished here before, finished unhandled."),
 )
 
+_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("messages_in_flight", "in_flight", "Messages received and not yet finished or requeued."),
+    ("messages_queued", "queued", "Messages waiting for a free handler."),
+    ("handlers_running", "handlers_running", "Handler calls running right now."),
+    ("concurrency", "concurrency", "The most handler calls allowed at once."),
+    ("max_in_flight", "max_in_flight", "The most messages allowed in flight."),
+    ("rdy", "rdy", "The RDY count last sent to nsqd."),
+    ("connected", "connected", "1 while subscribed to nsqd."),
+    ("last_frame_age_seconds", "last_frame_age", "Seconds since nsqd last sent anything."),
+    ("backoff_level", "backoff_level", "Consecutive failures the consumer is backing off for."),
+    ("draining", "draining", "1 while shutting down."),
+)
+
+
+class WorkerCollector(Collector):
+    """Yields the worker's metric families from its plain counters and a gauge snapshot."""
+
+    def __init__(self, metrics: Metrics, gauges: Callable[[], Gauges], labels: Mapping[str, str]) -> None:
+        self.metrics = metrics
+        self.gauges = gauges
+        self.label_names = list(labels)
+        self.label_values = list(labels.values())
+
+    def collect(self) -> Iterator[Metric]:
+        names, values = self.label_names, self.label_values
+        for name, attribute, help_text in _COUNTERS:
+            counter = CounterMetricFamily(PREFIX + name, help_text, labels=names)
+            counter.add_metric(values, getattr(self.metrics, attribute))
+            yield counter
+        gauges = self.gauges()
+        for name, attribute, help_text in _GAUGES:
+            gauge = GaugeMetricFamily(PREFIX + name, help_text, labels=names)
+            gauge.add_metric(values, float(getattr(gauges, attribute)))
+            yield gauge
+        state = GaugeMetricFamily(
+            PREFIX + "connection_state",
+            "1 for the state the nsqd connection is in.",
+            labels=[*names, "state"],
+        )
+        for name in CONNECTION_STATES:
+            state.add_metric([*values, name], float(name == gauges.connection_state))
+        yield state
+        histogram = self.metrics.handler_duration
+        family = HistogramMetricFamily(
+            PREFIX + "handler_duration_seconds", "Time spent in handle_message.", labels=names
+        )
+        family.add_metric(values, histogram.cumulative(), histogram.sum)
+        yield family
+
+
+class Exposition:
+    """One worker's /metrics: a registry of its own holding only its collector."""
+
+    def __init__(self, metrics: Metrics, gauges: Callable[[], Gauges], labels: Mapping[str, str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(WorkerCollector(metrics, gauges, labels))
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """(body, content type) in the format `accept` asks for: OpenMetrics or Prometheus text."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
 
 def render(metrics: Metrics, gauges: Gauges, labels: Mapping[str, str]) -> str:
     """The Prometheus text exposition (format 0.0.4) of one worker."""
-    lines: list[str] = []
-    base = _labels(labels)
-
-    def family(name: str, kind: str, help_text: str) -> str:
-        full = PREFIX + name
-        lines.append(f"# HELP {full} {help_text}")
-        lines.append(f"# TYPE {full} {kind}")
-        return full
-
-    for name, attribute, help_text in _COUNTERS:
-        full = family(name, "counter", help_text)
-        lines.append(f"{full}{base} {getattr(metrics, attribute)}")
-
-    simple_gauges: tuple[tuple[str, float, str], ...] = (
-        ("messages_in_flight", gauges.in_flight, "Messages received and not yet finished or requeued."),
-        ("messages_queued", gauges.queued, "Messages waiting for a free handler."),
-        ("handlers_running", gauges.handlers_running, "Handler calls running right now."),
-        ("concurrency", gauges.concurrency, "The most handler calls allowed at once."),
-        ("max_in_flight", gauges.max_in_flight, "The most messages allowed in flight."),
-        ("rdy", gauges.rdy, "The RDY count last sent to nsqd."),
-        ("connected", int(gauges.connected), "1 while subscribed to nsqd."),
-        ("last_frame_age_seconds", gauges.last_frame_age, "Seconds since nsqd last sent anything."),
-        ("backoff_level", gauges.backoff_level, "Consecutive failures the consumer is backing off for."),
-        ("draining", int(gauges.draining), "1 while shutting down."),
-    )
-    for name, value, help_text in simple_gauges:
-        full = family(name, "gauge", help_text)
-        lines.append(f"{full}{base} {_value(value)}")
-
-    full = family("connection_state", "gauge", "1 for the state the nsqd connection is in.")
-    for state in CONNECTION_STATES:
-        lines.append(f"{full}{_labels(labels, {'state': state})} {int(state == gauges.connection_state)}")
-
-    histogram = metrics.handler_duration
-    full = family("handler_duration_seconds", "histogram", "Time spent in handle_message.")
-    for le, count in histogram.cumulative():
-        lines.append(f"{full}_bucket{_labels(labels, {'le': le})} {count}")
-    lines.append(f"{full}_sum{base} {_value(histogram.sum)}")
-    lines.append(f"{full}_count{base} {histogram.count}")
-    return "\n".join(lines) + "\n"
-
-
-def _value(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    return repr(round(value, 6))
+    body, _ = Exposition(metrics, lambda: gauges, labels).render()
+    return body.decode()

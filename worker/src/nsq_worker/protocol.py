@@ -24,8 +24,10 @@ _HEADER = struct.Struct(">iI")
 _MESSAGE = struct.Struct(">qH16s")
 _MESSAGE_MIN_SIZE: Final = 4 + _MESSAGE.size
 _BODY_OFFSET: Final = 8 + _MESSAGE.size
-# nsqd's --max-msg-size defaults to 1 MiB; anything near this bound is a corrupt stream, not a message.
-MAX_FRAME_SIZE: Final = 1 << 30
+# A message frame's size beyond its body: the frame type (4) and the message header (26).
+MESSAGE_OVERHEAD: Final = 4 + _MESSAGE.size
+# nsqd's --max-msg-size default: the largest body nsqd accepts, so the largest it can deliver.
+DEFAULT_MAX_MSG_SIZE: Final = 1024 * 1024
 
 RawMessage = tuple[int, int, bytes, bytes]
 """timestamp (ns), attempts, id, body"""
@@ -37,10 +39,16 @@ class FrameError(ValueError):
     """The byte stream from nsqd cannot be framed: the connection must be dropped."""
 
 
-def split_frames(data: bytes) -> tuple[list[RawMessage], list[RawFrame], int]:
+def max_frame_size(max_msg_size: int) -> int:
+    """The largest frame nsqd can send when it refuses bodies above `max_msg_size`."""
+    return max_msg_size + MESSAGE_OVERHEAD
+
+
+def split_frames(data: bytes, max_size: int) -> tuple[list[RawMessage], list[RawFrame], int]:
     """Every complete frame at the start of `data`: (messages, other frames, bytes consumed).
 
-    The caller keeps `data[consumed:]` (a partial frame) and prepends it to the next read.
+    A frame header announcing more than `max_size` bytes raises FrameError at once, even when the
+    frame itself has not arrived: a corrupt stream must not make the reader buffer a gigabyte.
     """
     messages: list[RawMessage] = []
     others: list[RawFrame] = []
@@ -50,8 +58,8 @@ def split_frames(data: bytes) -> tuple[list[RawMessage], list[RawFrame], int]:
     end = len(data)
     while end - pos >= 8:
         size, frame_type = unpack_header(data, pos)
-        if size < 4 or size > MAX_FRAME_SIZE:
-            raise FrameError(f"impossible frame size {size} at offset {pos}")
+        if size < 4 or size > max_size:
+            raise FrameError(_bad_size(size, max_size))
         stop = pos + 4 + size
         if stop > end:
             break
@@ -66,6 +74,70 @@ def split_frames(data: bytes) -> tuple[list[RawMessage], list[RawFrame], int]:
             raise FrameError(f"unknown frame type {frame_type}")
         pos = stop
     return messages, others, pos
+
+
+def _bad_size(size: int, max_size: int) -> str:
+    if size < 4:
+        return f"impossible frame size {size}"
+    return (
+        f"a frame of {size} bytes is larger than the {max_size} that max_msg_size allows "
+        f"(NSQ_MAX_MSG_SIZE; set it to nsqd's --max-msg-size)"
+    )
+
+
+_NOTHING: tuple[list[RawMessage], list[RawFrame]] = ([], [])
+_SIZE = struct.Struct(">i")
+
+
+class FrameBuffer:
+    """Turns the chunks a socket returns into frames, in time linear in the bytes received.
+
+    A frame split over many reads is kept as a list of chunks and joined once, when its last byte
+    has arrived: a 5 MiB message read 256 KiB at a time is copied a constant number of times, not
+    once per read. The announced size is checked against `max_size` as soon as the header arrives.
+    """
+
+    __slots__ = ("_chunks", "_have", "_need", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._need = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held."""
+        return self._have
+
+    def feed(self, chunk: bytes) -> tuple[list[RawMessage], list[RawFrame]]:
+        """Every frame that `chunk` completes: (messages, other frames). Raises FrameError."""
+        if self._chunks:
+            self._chunks.append(chunk)
+            self._have += len(chunk)
+            if self._have < self._need:
+                return _NOTHING
+            data = b"".join(self._chunks)
+            self._chunks = []
+            self._have = 0
+        else:
+            data = chunk
+        messages, others, used = split_frames(data, self.max_size)
+        if used < len(data):
+            rest = data[used:]
+            self._chunks = [rest]
+            self._have = len(rest)
+            self._need = self._needed(rest)
+        return messages, others
+
+    def _needed(self, rest: bytes) -> int:
+        """Bytes the partial frame at the start of `rest` needs in all (its header's size first)."""
+        if len(rest) < 4:
+            return 4  # then the size is known, and checked
+        size: int = _SIZE.unpack_from(rest)[0]
+        if size < 4 or size > self.max_size:
+            raise FrameError(_bad_size(size, self.max_size))
+        return 4 + size
 
 
 def encode_frame(frame_type: int, payload: bytes) -> bytes:

@@ -60,7 +60,7 @@ class Session:
         metrics: Metrics,
     ) -> None:
         self.sock = sock
-        self._pending = leftover
+        self._leftover = leftover
         self.identify_response = identify_response
         self.auth_response = auth_response
         self.settings = settings
@@ -68,6 +68,9 @@ class Session:
         self.metrics = metrics
         self.max_rdy_count = int(identify_response.get("max_rdy_count", 2500))
         self.msg_timeout = float(identify_response.get("msg_timeout", 60_000)) / 1000.0
+        # nsqd 1.3 does not say its --max-msg-size in IDENTIFY; a later one may, and then it wins.
+        self.max_msg_size = int(identify_response.get("max_msg_size") or settings.max_msg_size)
+        self._frames = protocol.FrameBuffer(protocol.max_frame_size(self.max_msg_size))
         self.in_flight: dict[bytes, Message] = {}
         self.closed = False
         self.close_reason = ""
@@ -91,10 +94,16 @@ class Session:
         """Read until the connection ends; raises ConnectionLostError unless closed on purpose."""
         self._writer = gevent.spawn(self._write_loop)
         try:
-            if self._pending:
-                self._pending = self._consume(self._pending)
+            if self._leftover:
+                self._consume(self._leftover)
             self._read_loop()
         except protocol.FrameError as error:
+            log.error(
+                "closing the connection to nsqd %s: %s; nsqd redelivers the %d messages in flight "
+                "after msg_timeout",
+                self.settings.nsqd_tcp_address, error, len(self.in_flight),
+                extra={"max_msg_size": self.max_msg_size},
+            )  # fmt: skip
             self.close(f"bad frame from nsqd: {error}")
             raise ConnectionLostError(str(error)) from error
         finally:
@@ -104,7 +113,6 @@ class Session:
     def _read_loop(self) -> None:
         recv = self.sock.recv
         consume = self._consume
-        pending = self._pending
         while not self.closed:
             try:
                 chunk = recv(RECV_SIZE)
@@ -124,10 +132,10 @@ class Session:
                 self.close("nsqd closed the connection")
                 raise ConnectionLostError(self.close_reason)
             self.last_frame_at = time.monotonic()
-            pending = consume(pending + chunk if pending else chunk)
+            consume(chunk)
 
-    def _consume(self, data: bytes) -> bytes:
-        raw_messages, others, used = protocol.split_frames(data)
+    def _consume(self, chunk: bytes) -> None:
+        raw_messages, others = self._frames.feed(chunk)
         if others:
             self._handle_others(others)
         if raw_messages:
@@ -140,7 +148,6 @@ class Session:
                 in_flight[message.id] = message
             self.metrics.received += len(messages)
             self.owner.deliver(messages)
-        return data[used:] if used < len(data) else b""
 
     def _handle_others(self, frames: list[protocol.RawFrame]) -> None:
         for frame_type, payload in frames:

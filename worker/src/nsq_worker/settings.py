@@ -65,6 +65,7 @@ class Settings:
     log_level: str = "INFO"
     log_body_preview: int = 0  # bytes of a given-up body in the give-up log line; 0: none
     dedup_window: int = 0  # message ids finished here that a redelivery is checked against; 0: off
+    max_msg_size: int = 1024 * 1024  # nsqd's --max-msg-size: larger frames are a corrupt stream
 
     @property
     def nsqd_host(self) -> str:
@@ -388,6 +389,15 @@ OPTIONS: tuple[Option, ...] = (
         "Remember the ids of the last N messages this process finished and finish a redelivery of one "
         "without calling the handler (per process, best effort); 0 turns it off.",
         "N",
+    ),
+    Option(
+        "max_msg_size",
+        "NSQ_MAX_MSG_SIZE",
+        "--max-msg-size",
+        _at_least(parse_int, 1024, 1 << 30),
+        "nsqd's --max-msg-size in bytes (nsqd does not announce it): a frame announcing a larger "
+        "message closes the connection as corrupt, and nsqd redelivers what was in flight.",
+        "BYTES",
     ),
 )
 
