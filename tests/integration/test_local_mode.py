@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import Process, free_port
 from tests.rig.reporting import attach_logs
+from tests.rig.waiting import wait_for
 from tests.rig.workers import RECORDING_WORKER
 
 NSQ_OPERATOR = Path(sys.executable).parent / "nsq-operator"
@@ -54,17 +54,6 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_for(check, timeout: float = 20.0, what: str = "a condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last {last!r}")
-
-
 @dataclass
 class LocalRun:
     process: Process
@@ -96,8 +85,7 @@ def start_local(
     request: pytest.FixtureRequest, nsq_cluster: NsqCluster, tmp_path: Path
 ) -> Iterator[StartLocal]:
     runs: list[LocalRun] = []
-    script = tmp_path / "recording_worker.py"
-    script.write_text(RECORDING_WORKER)
+    script = RECORDING_WORKER
 
     def start(*extra: str, worker: list[str] | None = None) -> LocalRun:
         record = tmp_path / f"records-{len(runs)}.jsonl"
@@ -160,7 +148,7 @@ def test_a_worker_killed_with_sigkill_is_restarted(nsq_cluster: NsqCluster, star
     with_topic(nsq_cluster, 1)
     run = start_local()
     ((victim, address),) = wait_for(
-        lambda: len(run.workers()) == 1 and run.workers(), what="the worker"
+        lambda: run.workers() if len(run.workers()) == 1 else None, what="the worker"
     ).items()
     os.kill(victim, signal.SIGKILL)
     replacement = wait_for(
@@ -175,7 +163,7 @@ def test_killing_the_controller_with_sigkill_leaves_no_worker(
 ) -> None:
     with_topic(nsq_cluster)
     run = start_local()
-    workers = wait_for(lambda: len(run.workers()) == 2 and run.workers(), what="two workers")
+    workers = wait_for(lambda: run.workers() if len(run.workers()) == 2 else None, what="two workers")
     os.kill(run.pid, signal.SIGKILL)
     wait_for(lambda: not any(alive(pid) for pid in workers), timeout=15, what="the orphans to exit")
 

@@ -7,14 +7,8 @@ import sys
 import pytest
 
 from tests.rig.nsq import NsqCluster
-from tests.rig.workers import (
-    NSQ_WORKER_SCRIPT,
-    WorkerFactory,
-    bodies,
-    clients,
-    settled,
-    wait_for,
-)
+from tests.rig.waiting import wait_for
+from tests.rig.workers import NSQ_WORKER_SCRIPT, WorkerFactory, bodies, clients, settled
 from tests.unit.test_worker_settings import CONTRACT
 
 ONE_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 1}], indirect=True)
@@ -114,7 +108,9 @@ def test_the_worker_class_from_the_environment(nsq_cluster: NsqCluster, workers:
     nsqd.create_topic("work", "workers")
     nsqd.publish("work", bodies({"sleep": 0.01}))
     worker = workers.start(
-        nsqd, argv=[sys.executable, "-m", "nsq_worker"], NSQ_WORKER_CLASS="recording_worker:RecordingWorker"
+        nsqd,
+        argv=[sys.executable, "-m", "nsq_worker"],
+        NSQ_WORKER_CLASS="tests.worker_classes.recording:RecordingWorker",
     )
     wait_for(lambda: worker.records("done"))
     assert clients(nsqd, "work", "workers")[0]["user_agent"].startswith("nsq-worker/")

@@ -6,38 +6,15 @@ from __future__ import annotations
 import pytest
 
 from tests.rig.nsq import NsqCluster, Nsqd
-from tests.rig.workers import NSQ_WORKER_SCRIPT, Worker, WorkerFactory, bodies, settled, wait_for
-
-# {"hold_until_received": n}: the first delivery holds its handler (past the 1 s msg_timeout, TOUCH off)
-# until the worker has received n deliveries, i.e. until nsqd's redelivery of it sits in the queue.
-DEDUP_WORKERS = """
-import json, time
-
-import gevent
-
-from recording_worker import record
-from nsq_worker import NsqProcessWorker, runtime
-
-
-class HoldingWorker(NsqProcessWorker):
-    def handle_message(self, reader, message):
-        record("start", message)
-        task = json.loads(message.body)
-        deadline = time.monotonic() + 20
-        while message.attempts == 1 and runtime.of(reader).metrics.received < task.get("hold_until_received", 0):
-            if time.monotonic() > deadline:
-                raise RuntimeError("no redelivery came")
-            gevent.sleep(0.05)
-        record("done", message)
-"""
+from tests.rig.waiting import wait_for
+from tests.rig.workers import NSQ_WORKER_SCRIPT, Worker, WorkerFactory, bodies, settled
 
 NO_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 0}], indirect=True)
 
 
 def start_holding_worker(workers: WorkerFactory, nsqd: Nsqd, **settings: object) -> Worker:
-    """`nsq-worker dedup_workers:HoldingWorker` against `nsqd`: one handler at a time, no TOUCH."""
-    (workers.root / "dedup_workers.py").write_text(DEDUP_WORKERS)
-    argv = [str(NSQ_WORKER_SCRIPT), "dedup_workers:HoldingWorker"]
+    """`nsq-worker tests.worker_classes.dedup:HoldingWorker`: one handler at a time, no TOUCH."""
+    argv = [str(NSQ_WORKER_SCRIPT), "tests.worker_classes.dedup:HoldingWorker"]
     return workers.start(
         nsqd, "work", "workers", argv, concurrency=1, max_in_flight=10, msg_timeout=1, touch=False, **settings
     )

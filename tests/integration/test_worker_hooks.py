@@ -9,42 +9,15 @@ import json
 import pytest
 
 from tests.rig.nsq import NsqCluster, Nsqd
-from tests.rig.workers import NSQ_WORKER_SCRIPT, Worker, WorkerFactory, bodies, settled, wait_for
-
-# Bodies "b64:..." are decoded by preprocess_message; "invalid" is refused by validate_message;
-# {"pre_fail": n} / {"validate_fail": n} make the hook raise while attempts <= n.
-HOOK_WORKERS = """
-import base64, json
-
-from recording_worker import RecordingWorker, record
-
-
-def task(message):
-    return json.loads(message.body) if message.body.startswith(b"{") else {}
-
-
-class HookWorker(RecordingWorker):
-    def preprocess_message(self, message):
-        record("preprocess", message)
-        if message.attempts <= task(message).get("pre_fail", 0):
-            raise RuntimeError("planned preprocess failure")
-        if message.body.startswith(b"b64:"):
-            message.body = base64.b64decode(message.body[4:])
-        return message
-
-    def validate_message(self, message):
-        if message.attempts <= task(message).get("validate_fail", 0):
-            raise RuntimeError("planned validate failure")
-        return message.body != b"invalid"
-"""
+from tests.rig.waiting import wait_for
+from tests.rig.workers import NSQ_WORKER_SCRIPT, Worker, WorkerFactory, bodies, settled
 
 ONE_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 1}], indirect=True)
 
 
 def start_hook_worker(workers: WorkerFactory, nsqd: Nsqd, **settings: object) -> Worker:
-    """`nsq-worker hook_workers:HookWorker` against `nsqd`."""
-    (workers.root / "hook_workers.py").write_text(HOOK_WORKERS)
-    argv = [str(NSQ_WORKER_SCRIPT), "hook_workers:HookWorker"]
+    """`nsq-worker tests.worker_classes.hooks:HookWorker` against `nsqd`."""
+    argv = [str(NSQ_WORKER_SCRIPT), "tests.worker_classes.hooks:HookWorker"]
     return workers.start(nsqd, "work", "workers", argv, **settings)
 
 

@@ -9,7 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.rig.nsq import NsqCluster
-from tests.rig.workers import WorkerFactory, bodies, channel, clients, settled, wait_for
+from tests.rig.waiting import wait_for
+from tests.rig.workers import WorkerFactory, bodies, channel, clients, settled
 
 ONE_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 1}], indirect=True)
 

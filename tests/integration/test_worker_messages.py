@@ -8,14 +8,8 @@ from typing import Any
 import pytest
 
 from tests.rig.nsq import NsqCluster
-from tests.rig.workers import (
-    WorkerFactory,
-    bodies,
-    channel,
-    settled,
-    topic_depth,
-    wait_for,
-)
+from tests.rig.waiting import wait_for
+from tests.rig.workers import WorkerFactory, bodies, channel, settled, topic_depth
 
 ONE_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 1}], indirect=True)
 

@@ -12,45 +12,18 @@ from typing import Any
 import pytest
 
 from tests.rig.nsq import NsqCluster, Nsqd
-from tests.rig.workers import NSQ_WORKER_SCRIPT, Worker, WorkerFactory, bodies, clients, settled, wait_for
+from tests.rig.waiting import wait_for
+from tests.rig.workers import NSQ_WORKER_SCRIPT, Worker, WorkerFactory, bodies, clients, settled
 
 ONE_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 1}], indirect=True)
 TERMINATION_ENV = "NSQ_TERMINATION_MESSAGE_PATH"
 
-# Workers with a setup() to watch, next to the recording worker (the factory's root is on PYTHONPATH).
-PROBE_WORKERS = """
-import json, os, time
-
-import gevent
-
-from recording_worker import RecordingWorker
-
-
-def note(event):
-    with open(os.environ["RECORD_FILE"], "a") as handle:
-        handle.write(json.dumps({"event": event, "t": time.time()}) + "\\n")
-
-
-class SlowSetupWorker(RecordingWorker):
-    def setup(self):
-        note("setup_start")
-        gevent.sleep(float(os.environ["SETUP_SECONDS"]))
-        note("setup_done")
-
-    def teardown(self):
-        note("teardown")
-
-
-class FailingSetupWorker(RecordingWorker):
-    def setup(self):
-        raise ValueError("no model file at /models/orders.bin")
-"""
-
 
 def start_probe_worker(workers: WorkerFactory, cls: str, nsqd: Nsqd, **settings: str) -> Worker:
-    """`nsq-worker probe_workers:<cls>` against `nsqd`, with extra settings or variables."""
-    (workers.root / "probe_workers.py").write_text(PROBE_WORKERS)
-    return workers.start(nsqd, argv=[str(NSQ_WORKER_SCRIPT), f"probe_workers:{cls}"], **settings)
+    """`nsq-worker tests.worker_classes.probes:<cls>` against `nsqd`, with extra settings or variables."""
+    return workers.start(
+        nsqd, argv=[str(NSQ_WORKER_SCRIPT), f"tests.worker_classes.probes:{cls}"], **settings
+    )
 
 
 def termination_log(tmp_path: Path) -> Path:

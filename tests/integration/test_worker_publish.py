@@ -6,50 +6,15 @@ from __future__ import annotations
 import pytest
 
 from tests.rig.nsq import NsqCluster, Nsqd
-from tests.rig.workers import NSQ_WORKER_SCRIPT, Worker, WorkerFactory, bodies, settled, wait_for
-
-# A handler that publishes what its JSON body asks for and records the outcome; the first delivery of
-# a {"bad": ...} body tries a publish nsqd refuses, records the error and raises it.
-PUBLISH_WORKERS = """
-import json
-
-from nsq_worker.session import PublishError
-from recording_worker import RecordingWorker, record
-
-
-class PublishingWorker(RecordingWorker):
-    def handle_message(self, reader, message):
-        task = json.loads(message.body)
-        if "mpub" in task:
-            reader.mpublish("out", [body.encode() for body in task["mpub"]])
-            record("mpublished", message)
-        if "dpub" in task:
-            reader.dpublish("out", task["dpub"].encode(), task["delay_ms"])
-            record("dpublished", message)
-        bad = task.get("bad")
-        if bad and message.attempts == 1:
-            try:
-                if bad == "topic":
-                    reader.mpublish("no spaces allowed", [b"x"])
-                elif bad == "size":
-                    reader.publish("out", b"x" * 4096)
-                elif bad == "mpub-size":
-                    reader.mpublish("out", [b"small", b"y" * 4096])
-                elif bad == "delay":
-                    reader.dpublish("out", b"later", 10 * 3600 * 1000)
-            except PublishError as error:
-                record("refused", message, error=str(error))
-                raise
-        record("done", message)
-"""
+from tests.rig.waiting import wait_for
+from tests.rig.workers import NSQ_WORKER_SCRIPT, Worker, WorkerFactory, bodies, settled
 
 ONE_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 0}], indirect=True)
 
 
 def start_publisher(workers: WorkerFactory, nsqd: Nsqd, **settings: object) -> Worker:
-    """`nsq-worker publish_workers:PublishingWorker` against `nsqd`."""
-    (workers.root / "publish_workers.py").write_text(PUBLISH_WORKERS)
-    argv = [str(NSQ_WORKER_SCRIPT), "publish_workers:PublishingWorker"]
+    """`nsq-worker tests.worker_classes.publishing:PublishingWorker` against `nsqd`."""
+    argv = [str(NSQ_WORKER_SCRIPT), "tests.worker_classes.publishing:PublishingWorker"]
     return workers.start(nsqd, "work", "workers", argv, **settings)
 
 

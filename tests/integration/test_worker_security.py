@@ -14,7 +14,8 @@ import pytest
 from tests.rig.certs import ec_ca, ec_leaf, nsqd_tls_args
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import free_port
-from tests.rig.workers import WorkerFactory, bodies, clients, settled, wait_for
+from tests.rig.waiting import wait_for
+from tests.rig.workers import WorkerFactory, bodies, clients, settled
 
 NO_NSQD = pytest.mark.parametrize("nsq_cluster", [{"nsqd": 0}], indirect=True)
 SECRET = "letmein"
@@ -67,6 +68,36 @@ def test_tls_with_verification_and_a_client_certificate(
     nsqd.publish("work", [b"unverified"])
     unverified = workers.start(nsqd, tls=True, tls_verify=False, tls_cert_file=cert, tls_key_file=key)
     wait_for(lambda: unverified.records("done"))
+
+
+@NO_NSQD
+@pytest.mark.parametrize("compression", ["snappy", "deflate"])
+def test_tls_with_each_compression_verified_and_large_frames(
+    nsq_cluster: NsqCluster, workers: WorkerFactory, pki: Path, compression: str
+) -> None:
+    """Compression runs inside TLS (nsqd upgrades in that order); frames of MiBs cross both layers."""
+    nsqd = nsq_cluster.add_nsqd(
+        extra_args=[*nsqd_tls_args(pki), "--max-msg-size=4194304", "--max-body-size=16777216"]
+    )
+    nsqd.create_topic("work", "workers")
+    sent = [(f"compressible {i} " * 50).encode() for i in range(100)] + [b"L" * (3 * 1024 * 1024)]
+    nsqd.publish("work", sent, batch=20)
+    worker = workers.start(
+        nsqd,
+        tls=True,
+        tls_ca_file=pki / "ca.pem",  # verification stays on: the default
+        tls_cert_file=pki / "client.pem",
+        tls_key_file=pki / "client.key",
+        compression=compression,
+        max_msg_size=4 * 1024 * 1024,
+        max_in_flight=20,
+    )
+    stats = wait_for(settled(nsqd, "work", "workers"), timeout=60)
+    assert (stats["requeue_count"], stats["timeout_count"]) == (0, 0)
+    assert sorted(r["body"].encode() for r in worker.records("done")) == sorted(sent)
+    (client,) = clients(nsqd, "work", "workers")
+    assert (client["tls"], client[compression]) == (True, True)
+    assert "CERTIFICATE_VERIFY_FAILED" not in worker.log
 
 
 @NO_NSQD

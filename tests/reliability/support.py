@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -191,59 +191,8 @@ def read_rows(which: str) -> list[Row]:
 
 # -- the counting worker ------------------------------------------------------------------------------
 
-# The worker the message scenarios run: plain bodies are handled at once; JSON bodies may ask for
-#   {"sleep": s}        gevent.sleep on every delivery     {"sleep_first": s}  only on the first delivery
-#   {"fail": n}         raise while attempts <= n
-# It records `done` for every message it handled, *before* returning (the FIN is sent after it), so a
-# message with no `done` record was never handled, and two `done` records are a duplicate delivery.
-# `start` is recorded for JSON bodies, and for every body when RECORD_START=1; RECORD_ONLY=1 handles
-# every body as plain (to inspect a dead-letter topic). The file stays open
-# and is line-buffered: each record is one write(2), so a SIGKILL loses none of them.
-RELIABILITY_WORKER = """
-import json, os, time
-
-import gevent
-
-from nsq_worker import NsqProcessWorker
-
-RECORD = open(os.environ.get("RECORD_FILE", os.devnull), "a", buffering=1)
-RECORD_START = os.environ.get("RECORD_START") == "1"
-RECORD_ONLY = os.environ.get("RECORD_ONLY") == "1"
-
-
-def record(event, message):
-    RECORD.write(json.dumps({"event": event, "id": message.message_id, "attempts": message.attempts,
-                             "body": message.body.decode(), "t": time.time()}) + "\\n")
-
-
-class ReliabilityWorker(NsqProcessWorker):
-    def handle_message(self, reader, message):
-        task = json.loads(message.body) if message.body[:1] == b"{" and not RECORD_ONLY else {}
-        if task or RECORD_START:
-            record("start", message)
-        pause = task.get("sleep", 0) or (task.get("sleep_first", 0) if message.attempts == 1 else 0)
-        if pause:
-            gevent.sleep(pause)
-        if message.attempts <= task.get("fail", 0):
-            record("fail", message)
-            raise RuntimeError("planned failure")
-        record("done", message)
-
-    def give_up(self, message):
-        record("give_up", message)
-        super().give_up(message)
-
-
-if __name__ == "__main__":
-    ReliabilityWorker.run(block=True)
-"""
-
-
-def write_worker_script(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "reliability_worker.py"
-    path.write_text(RELIABILITY_WORKER)
-    return path
+# What it records and why: tests/worker_classes/reliability.py.
+WORKER_SCRIPT = Path(__file__).resolve().parents[1] / "worker_classes" / "reliability.py"
 
 
 class Records:
@@ -362,41 +311,6 @@ class Stream(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-
-
-def wait_until(
-    check: Callable[[], Any],
-    timeout: float,
-    what: str,
-    interval: float = 0.1,
-    describe: Callable[[], Any] | None = None,
-) -> Any:
-    """Poll `check` until it returns something truthy and return that; fail naming `what` and the last
-    value (or what `describe` says about the state) when time runs out."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (requests.RequestException, OSError) as error:
-            last = error
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    if describe is not None:
-        last = describe()
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last {last!r}")
-
-
-def eventually(check: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:
-    """Poll `check` until it holds (True) or time runs out (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return bool(check())
 
 
 def channel_settled(nsqd: Nsqd, topic: str, channel: str) -> dict[str, int] | None:

@@ -14,10 +14,11 @@ import pytest
 
 from nsq_operator import naming
 from tests.integration.operators import TOPIC, Namespace, consumer, topic_everywhere
-from tests.reliability.support import Api, FakeProducer, Row, Sizes, address_of, close_all, wait_until
+from tests.reliability.support import Api, FakeProducer, Row, Sizes, address_of, close_all
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster, Nsqd
 from tests.rig.procs import Process, http_ok
+from tests.rig.waiting import wait_for
 
 SMALL_WORKERS = {"resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                                "limits": {"cpu": "10m", "memory": "16Mi"}}}  # fmt: skip
@@ -204,7 +205,7 @@ def test_the_api_server_restarted_and_the_operator_killed_mid_reconcile(
 
     operator = ns.start_operator()
     ns.apply(consumer([lookupd.http_url], nsqdRemovalGraceSeconds=2, worker=SMALL_WORKERS))
-    wait_until(lambda: deployments(), 30, "the first Deployment", interval=0.02)
+    wait_for(lambda: deployments(), 30, "the first Deployment", interval=0.02)
     operator.kill()
     time.sleep(0.5)
     at_kill = {a: d["metadata"]["uid"] for a, d in deployments().items()}
@@ -230,8 +231,8 @@ def test_the_api_server_restarted_and_the_operator_killed_mid_reconcile(
         took.append(restart_api_server(kube, kill=True, while_down=come_and_go))
 
     want = sorted(producers)
-    wait_until(lambda: sorted(deployments()) == want, 90, "one Deployment per producer", interval=0.5)
-    wait_until(
+    wait_for(lambda: sorted(deployments()) == want, 90, "one Deployment per producer", interval=0.5)
+    wait_for(
         lambda: ns.condition("Ready").get("reason") == "AllWorkersReady",
         90,
         "Ready=True",
@@ -258,7 +259,7 @@ def test_the_api_server_restarted_and_the_operator_killed_mid_reconcile(
     assert {a: final[a]["metadata"]["uid"] for a in kept} == kept  # made before the kill: adopted, not redone
     assert api.count("reliability", "deployments") == len(want)
     assert api.count("reliability", "replicasets") == len(want)
-    wait_until(lambda: api.count("reliability", "pods") == len(want), 60, "one pod per Deployment")
+    wait_for(lambda: api.count("reliability", "pods") == len(want), 60, "one pod per Deployment")
     status = ns.status()
     assert status["nsqdCount"] == len(want)
     created = ns.reasons().count("DeploymentCreated")

@@ -27,10 +27,10 @@ from tests.reliability.support import (
     address_of,
     close_all,
     sizes,
-    wait_until,
 )
 from tests.rig.kube import FAKE_NODES, fake_node
 from tests.rig.nsq import NsqCluster
+from tests.rig.waiting import wait_for
 
 PODS_PER_NODE = 250  # tests.rig.kube.fake_node's capacity
 SMALL_WORKERS = {"resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
@@ -97,7 +97,7 @@ def test_many_consumers_and_deployments_with_producers_coming_and_going(
                         worker=SMALL_WORKERS)  # fmt: skip
         body["spec"]["lookupd"]["pollIntervalSeconds"] = poll
         ns.apply(body)
-    wait_until(lambda: observed() == expected(), 120 + total / 10, "a Deployment per producer", interval=1)
+    wait_for(lambda: observed() == expected(), 120 + total / 10, "a Deployment per producer", interval=1)
     converged = time.monotonic() - started
     row.see(f"{total:,} Deployments made in {converged:.0f} s")
 
@@ -124,7 +124,7 @@ def test_many_consumers_and_deployments_with_producers_coming_and_going(
             next_ping = now + 15
         time.sleep(max(0.0, scale.load_churn_every - (time.monotonic() - now)))
     churned = time.monotonic()
-    wait_until(lambda: observed() == expected(), 60 + poll * 3, "the Deployments to match the producers",
+    wait_for(lambda: observed() == expected(), 60 + poll * 3, "the Deployments to match the producers",
                interval=1, describe=lambda: {n: (observed()[n] ^ expected()[n]) for n in names})  # fmt: skip
     settled = time.monotonic() - churned
     samples.append((time.monotonic(), observed()))
@@ -170,9 +170,7 @@ def test_many_consumers_and_deployments_with_producers_coming_and_going(
     )
     assert missed_joins == 0
     assert missed_leaves == 0
-    wait_until(
-        lambda: counts() == want_counts, 30, "every status.nsqdCount right", interval=1, describe=counts
-    )
+    wait_for(lambda: counts() == want_counts, 30, "every status.nsqdCount right", interval=1, describe=counts)
     assert operator.alive()
     # No leak: the last third's median stays within 10% (and 16 MiB) of the first third's.
     assert late - early <= max(16 * 1024, 0.10 * early), f"RSS grew from {early} KiB to {late} KiB"

@@ -4,6 +4,7 @@ they handled to the end (before its FIN). Lost = published and never handled; du
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import signal
@@ -15,17 +16,16 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.support import (
+    WORKER_SCRIPT,
     Records,
     Row,
     Sizes,
     Stream,
     channel_settled,
-    eventually,
     tally,
-    wait_until,
-    write_worker_script,
 )
 from tests.rig.nsq import NsqCluster, Nsqd
+from tests.rig.waiting import wait_for
 from tests.rig.workers import Worker, WorkerFactory
 
 TOPIC, CHANNEL = "work", "workers"
@@ -39,7 +39,7 @@ class Run:
     def __init__(self, workers: WorkerFactory, nsqd: Nsqd, **settings: object) -> None:
         self.workers = workers
         self.nsqd = nsqd
-        self.script = write_worker_script(workers.root)
+        self.script = WORKER_SCRIPT
         self.settings = {"log_level": "INFO", **settings}
         self.records = Records()
 
@@ -56,8 +56,9 @@ class Run:
         def done() -> bool:
             return len(sent & self.refresh().handled().keys()) == len(sent)
 
-        eventually(done, timeout, interval=0.5)  # if not, the tally names what is missing
-        wait_until(lambda: channel_settled(self.nsqd, TOPIC, CHANNEL), 30, "the channel to settle")
+        with contextlib.suppress(AssertionError):  # if not, the tally names what is missing
+            wait_for(done, timeout, "every message handled", interval=0.5)
+        wait_for(lambda: channel_settled(self.nsqd, TOPIC, CHANNEL), 30, "the channel to settle")
 
 
 def modified_since(path: Path, mtime_ns: int) -> bool:
@@ -143,7 +144,7 @@ def test_sigterm_finishes_in_flight_messages_and_exits_0(
     unfinished: list[str] = []
     for k in range(terms):
         stream.wait_for_progress((k + 1) / (terms + 1), seconds + 30)
-        wait_until(functools.partial(worker.records, "start"), 10, "the worker to be busy")
+        wait_for(functools.partial(worker.records, "start"), 10, "the worker to be busy")
         signalled = time.monotonic()
         worker.signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
@@ -198,15 +199,15 @@ def test_nsqd_sigkilled_and_restarted_with_its_data_loses_nothing(
     back_after: list[float] = []
     for k in range(kills):
         stream.wait_for_progress((k + 1) / (kills + 1), seconds + 30)
-        wait_until(positions.exists, 10, "nsqd's first queue position write")
+        wait_for(positions.exists, 10, "nsqd's first queue position write")
         written = positions.stat().st_mtime_ns
-        wait_until(functools.partial(modified_since, positions, written), 10, "a queue position write")
+        wait_for(functools.partial(modified_since, positions, written), 10, "a queue position write")
         time.sleep(1.0)
         nsqd.kill()
         killed = time.monotonic()
         time.sleep(0.5)
         nsqd.start()
-        wait_until(functools.partial(is_ready, worker), 30, "the worker to reconnect")
+        wait_for(functools.partial(is_ready, worker), 30, "the worker to reconnect")
         back_after.append(time.monotonic() - killed)
     stream.wait(seconds + 60)
     run.wait_all_handled(bodies, timeout=60 + n / 200)
@@ -263,7 +264,7 @@ def test_failing_handlers_retry_with_backoff_and_a_poison_message_is_dead_letter
     assert min(t[2] - t[1] for t in twice) >= 0.2 * 0.9
     # The dead-letter topic holds the poison body, and only that.
     inspector = run.start(topic="work-dead", channel="inspect", dead_letter_topic="", RECORD_ONLY="1")
-    wait_until(lambda: inspector.records("done"), 20, "the dead-lettered message")
+    wait_for(lambda: inspector.records("done"), 20, "the dead-lettered message")
     assert [r["body"] for r in inspector.records("done")] == [poison.decode()]
 
     stats = nsqd.channel_stats(TOPIC, CHANNEL)
@@ -311,7 +312,7 @@ def test_a_handler_slower_than_msg_timeout_is_never_lost(
     worker = run.start()
     run.wait_all_handled(bodies, timeout=60)
     # Let every first, slow handling end too (without TOUCH it ends after the redelivery was handled).
-    wait_until(lambda: len(run.refresh().of("done")) >= len(bodies) + (0 if touch else slow), 20,
+    wait_for(lambda: len(run.refresh().of("done")) >= len(bodies) + (0 if touch else slow), 20,
                "the slow first handlings to end")  # fmt: skip
 
     stats = nsqd.channel_stats(TOPIC, CHANNEL)

@@ -11,11 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
@@ -27,78 +26,9 @@ from tests.rig.reporting import attach_logs
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NSQ_WORKER_SCRIPT = PROJECT_ROOT / ".venv" / "bin" / "nsq-worker"
 
-# A worker in the gnsq_mp style whose handler does what each JSON body asks and records it:
-#   {"sleep": s}  gevent.sleep first     {"fail": n}   raise while attempts <= n
-#   {"async": s}  finish s seconds later from another greenlet
-# Events: start (with the number of handlers running), fail, done, async_done, give_up.
-RECORDING_WORKER = """
-import json, os, sys, time
-
-import gevent
-
-from nsq_worker import NsqProcessWorker
-
-RECORD = os.environ.get("RECORD_FILE", os.devnull)
-running = 0
-
-
-def record(event, message, **extra):
-    line = {"event": event, "id": message.message_id, "attempts": message.attempts,
-            "body": message.body.decode(), "t": time.time(), **extra}
-    with open(RECORD, "a") as handle:
-        handle.write(json.dumps(line) + "\\n")
-
-
-def finish_later(message):
-    record("async_done", message)
-    message.finish()
-
-
-class RecordingWorker(NsqProcessWorker):
-    def handle_message(self, reader, message):
-        global running
-        task = json.loads(message.body) if message.body.startswith(b"{") else {}
-        running += 1
-        record("start", message, running=running, topic=reader.topic, nsqd=reader.nsqd_tcp_address)
-        try:
-            if task.get("sleep"):
-                gevent.sleep(task["sleep"])
-            if message.attempts <= task.get("fail", 0):
-                record("fail", message)
-                raise RuntimeError("planned failure")
-            if task.get("async"):
-                message.enable_async()
-                gevent.spawn_later(task["async"], finish_later, message)
-                return
-        finally:
-            running -= 1
-        record("done", message)
-
-    def give_up(self, message):
-        record("give_up", message)
-        super().give_up(message)
-
-
-if __name__ == "__main__":
-    RecordingWorker.run(block=True)
-"""
-
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
-    """Poll until `check()` is truthy and return it."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (requests.RequestException, OSError):
-            last = None
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
+# The worker most tests run, as a script (gnsq_mp's `MyWorker.run()` form): what it does and records
+# is in its docstring. The other test workers are next to it, run with `nsq-worker module:Class`.
+RECORDING_WORKER = PROJECT_ROOT / "tests" / "worker_classes" / "recording.py"
 
 
 @dataclass
@@ -156,8 +86,7 @@ class WorkerFactory:
         self.root = root
         self.workers: list[Worker] = []
         root.mkdir(parents=True, exist_ok=True)
-        self.script = root / "recording_worker.py"
-        self.script.write_text(RECORDING_WORKER)
+        self.script = RECORDING_WORKER
 
     def env_for(self, nsqd: Nsqd | None, topic: str, channel: str, **settings: object) -> dict[str, str]:
         env = {

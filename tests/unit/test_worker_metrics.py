@@ -73,7 +73,8 @@ def test_label_values_are_escaped_by_the_library() -> None:
     weird = {"topic": 'we"ird\\\nname', "channel": "c", "nsqd": "a:1"}
     text = render(Metrics(received=1), _gauges(), weird)
     parsed = [s for f in text_string_to_metric_families(text) for s in f.samples]
-    assert parsed and all(sample.labels["topic"] == weird["topic"] for sample in parsed)
+    assert parsed
+    assert all(sample.labels["topic"] == weird["topic"] for sample in parsed)
 
 
 def test_openmetrics_when_the_scraper_asks_for_it() -> None:

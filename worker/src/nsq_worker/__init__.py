@@ -25,6 +25,7 @@ def __getattr__(name: str) -> Any:
 
         return NsqProcessWorker
     if name == "Message":
+        import nsq_worker._patch  # noqa: F401  (a worker's module: gevent before gnsq and its imports)
         from nsq_worker.message import Message
 
         return Message
