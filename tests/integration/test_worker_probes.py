@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,27 @@ def test_no_termination_file_is_made_where_none_is_mounted(
     assert worker.wait(timeout=15) == 1
     assert "no model file at /models/orders.bin" in worker.log  # it failed, and said so on stderr only
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("form", ["script", "console"])
+def test_a_bad_setting_is_the_termination_message_too(
+    workers: WorkerFactory, tmp_path: Path, form: str
+) -> None:
+    """The operator's pods keep only what the worker writes (terminationMessagePolicy: File), so the
+    one reason given on stderr must also reach the termination message."""
+    last_words = termination_log(tmp_path)
+    command = {
+        "script": [sys.executable, str(workers.script)],
+        "console": [str(NSQ_WORKER_SCRIPT), "tests.worker_classes.recording:RecordingWorker"],
+    }[form]
+    env = {
+        "NSQ_TOPIC": "work", "NSQ_CHANNEL": "workers", "NSQD_TCP_ADDRESS": "127.0.0.1:4150",
+        "NSQ_MAX_IN_FLIGHT": "lots", TERMINATION_ENV: str(last_words),
+    }  # fmt: skip
+    result = workers.run(command, env=env)
+    assert result.returncode == 2
+    said = last_words.read_text()
+    assert said.startswith("bad setting: ")
+    assert "NSQ_MAX_IN_FLIGHT" in said
+    assert "'lots'" in said
+    assert said.removeprefix("bad setting: ").strip() in result.stderr
