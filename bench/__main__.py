@@ -8,6 +8,7 @@ python -m bench --only operator --quick           # the same at tiny sizes (~3 m
 python -m bench --only repair                     # edited and deleted workers put back (~2 min)
 python -m bench --only autoscale                  # autoscaling per nsqd vs KEDA-style, simulated (~5 s)
 python -m bench --only autoscale_node             # the autoscaler on the real node vs fixed counts (~12 min)
+python -m bench --only frames                     # large messages, vs the previous reassembly (~3 min)
 python -m bench --report-only                     # redraw BENCHMARKS.md from docs/bench/results.json
 """
 
@@ -26,7 +27,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import autoscale, autoscale_node, harness, latency, pods, repair, report, scaling, throughput
+from bench import (
+    autoscale,
+    autoscale_node,
+    frames,
+    harness,
+    latency,
+    pods,
+    repair,
+    report,
+    scaling,
+    throughput,
+)
 from bench import operator as operator_bench
 from bench.common import BENCHMARKS, NODE_BENCHMARKS, SLOW_BENCHMARKS, Config, Cores
 from tests.rig.tools import PROJECT_ROOT
@@ -168,6 +180,17 @@ def run(config: Config) -> dict[str, Any]:
         started = time.monotonic()
         results["autoscale_node"] = autoscale_node.measure(config, log)
         results["autoscale_node"]["took"] = time.monotonic() - started
+    if "frames" in config.only:
+        log("8. large messages: linear reassembly vs the previous one")
+        started = time.monotonic()
+        cores.pin_driver()
+        cluster = harness.start_cluster(config.work / "nsq-frames", [frames.NSQD_ARGS], [cores.broker])
+        try:
+            results["frames"] = frames.measure(config, cores, cluster.nsqds[0], log)
+        finally:
+            cluster.stop()
+            cores.unpin_driver()
+        results["frames"]["took"] = time.monotonic() - started
     return results
 
 

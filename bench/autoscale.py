@@ -32,11 +32,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.common import Config
+from bench.common import TIMES, Config
 from nsq_operator.autoscale import AutoscalingSpec, ChannelStats, Recommendation, decide, feedable
 
 Log = Callable[[str], None]
-TIMES, DASH = "\u00d7", "\u2013"
 
 POLICIES = ("per_nsqd", "keda", "fixed", "per_nsqd_min0", "keda_min0", "keda_each")
 LABELS = {

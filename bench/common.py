@@ -11,7 +11,10 @@ from typing import Any
 
 from bench.harness import BenchError, cpus
 
-BENCHMARKS = ("throughput", "latency", "scaling", "pods", "operator", "repair", "autoscale", "autoscale_node")
+TIMES, DASH = "\u00d7", "\u2013"  # spelled out for ruff's confusable-character check
+BENCHMARKS = (
+    "throughput", "latency", "scaling", "pods", "operator", "repair", "autoscale", "autoscale_node", "frames",
+)  # fmt: skip
 # Needs the real node (root, containerd, a kubelet): not in the quick smoke run unless asked for.
 NODE_BENCHMARKS = ("pods", "autoscale_node")
 # Minutes even at quick sizes (a fresh control plane per phase): not in the quick run unless asked for.
@@ -39,6 +42,8 @@ class Config:
     concurrency: int = 2500
     # 3. one process per nsqd: messages on each nsqd
     scaling_messages: int = 500_000
+    # 8. large messages: bytes drained in each run, whatever the message size
+    frames_bytes: int = 320 * 1024 * 1024
     # 5. the operator, previous design vs v2 (bench/operator.py)
     operator_previous: str = "d30979e"  # the previous design's commit, run from a git worktree
     operator_v2: Path | None = None  # an operator/src for the v2 side; None: the work tree
@@ -69,6 +74,7 @@ class Config:
             latency_messages=200,
             latency_scale=0.05,
             scaling_messages=5000,
+            frames_bytes=24 * 1024 * 1024,
             operator_poll=2,
             operator_cold=((2, 5), (4, 5)),
             operator_timeout=120.0,

@@ -35,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.common import Config, rotate
+from bench.common import TIMES, Config, rotate
 from bench.harness import BenchError, cpu_seconds
 from bench.operator_rig import (
     BenchCluster,
@@ -65,7 +65,6 @@ LEADER_FLAG = "--leader-election-namespace"
 COLD_GOAL_SECONDS = 60.0  # 10,000 Deployments from a cold start
 RSS_GOAL_MIB = 100.0  # at 2,000 Deployments
 FAILOVER_GOAL_SECONDS = 15.0
-TIMES, DASH = "\u00d7", "\u2013"
 
 Log = Callable[[str], None]
 

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import autoscale, latency, pods, repair, scaling, throughput
+from bench import autoscale, frames, latency, pods, repair, scaling, throughput
 from bench import operator as operator_bench
+from bench.common import DASH, TIMES
 from tests.rig.tools import PROJECT_ROOT, binary
 
 RESULTS_DIR = Path("docs") / "bench"  # committed beside BENCHMARKS.md (bench/results/ is ignored)
-TIMES, DASH = "\u00d7", "\u2013"  # spelled out for ruff's confusable-character check
 PACKAGES = (
     "nsq-worker",
     "gevent",
@@ -408,6 +408,7 @@ def render(results: dict[str, Any], drawn: dict[str, str], chart_dir: str) -> st
         ".venv/bin/python -m bench --only repair                         # repairs of workers, about 2 min\n"
         ".venv/bin/python -m bench --only autoscale                      # autoscaling, simulated, seconds\n"
         ".venv/bin/python -m bench --only throughput --messages 200000   # a subset, smaller\n"
+        ".venv/bin/python -m bench --only frames                         # large messages, about 3 min\n"
         ".venv/bin/python -m bench --quick --out /tmp/b                  # the smoke test's sizes\n```\n"
     )
     add(f"This report came from: `{meta['command']}`.\n")
@@ -420,6 +421,7 @@ def render(results: dict[str, Any], drawn: dict[str, str], chart_dir: str) -> st
         ("operator", _operator),
         ("repair", _repair),
         ("autoscale", lambda r, d, c, a: autoscale.report(r, results, d, c, a)),
+        ("frames", lambda r, d, c, a: frames.report(r, a)),
     )
     for name, section in sections:
         if name in results:

@@ -40,20 +40,26 @@ CONNECTION_STATES: tuple[str, ...] = (
 
 
 class Histogram:
-    """Per-bucket counts (not cumulative) plus sum and count; cumulated when rendered."""
+    """Per-bucket counts (not cumulative) and their sum; cumulated when rendered.
 
-    __slots__ = ("bounds", "count", "counts", "sum")
+    The hot path may inline `observe` (`counts[bisect_left(bounds, v)] += 1; sum += v`): the count
+    is derived from the buckets, so those two updates are the whole of it.
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: Iterable[float] = DURATION_BUCKETS) -> None:
         self.bounds = tuple(sorted(bounds))
         self.counts = [0] * (len(self.bounds) + 1)
         self.sum = 0.0
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
-        self.count += 1
 
     def cumulative(self) -> list[tuple[str, int]]:
         """(le, count of observations <= le) for every bound and +Inf."""
