@@ -128,3 +128,17 @@ def test_the_autoscaling_simulation_runs_every_policy_through_both_scenarios(
     assert "## 7. Autoscaling: per-nsqd vs KEDA-style vs fixed" in report
     assert "docs/bench/autoscale.png" in report
     assert (out / "docs" / "bench" / "autoscale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_large_messages_are_drained_whole_by_this_tree_and_the_previous_worker(
+    quick_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, results = quick_run
+    section = results["frames"]
+    assert [entry["size"] for entry in section["sizes"]] == [64 * 1024, 1024 * 1024, 5 * 1024 * 1024]
+    for entry in section["sizes"]:
+        assert set(entry["competitors"]) == {"worker", "previous"}
+        for name, data in entry["competitors"].items():
+            assert_exact(data["runs"], entry["count"], f"frames/{entry['size']}/{name}")
+    assert set(section["linearity"]) == {"worker", "previous"}
+    assert "## 8. Large messages: linear reassembly" in (out / "BENCHMARKS.md").read_text()
