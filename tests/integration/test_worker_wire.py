@@ -118,7 +118,6 @@ def test_connections_dropped_after_sub_back_off_with_growth_then_consume(
         worker = workers.start(None, NSQD_TCP_ADDRESS=proxy.address, heartbeat_interval=1)
         wait_for(lambda: len(proxy.accepted) >= 5, timeout=40, what="five connections")
         proxy.cutting = False
-        cut_ones = len(proxy.accepted)
         gaps = [b - a for a, b in zip(proxy.accepted, proxy.accepted[1:5], strict=False)]
         # After the k-th drop in a row the worker waits at least half of 0.5 s * 2**k (jittered above).
         for k, gap in enumerate(gaps):
@@ -126,15 +125,15 @@ def test_connections_dropped_after_sub_back_off_with_growth_then_consume(
         assert gaps[3] > 2 * gaps[0]
         assert "short-lived in a row" in worker.log
 
-        wait_for(lambda: len(proxy.accepted) > cut_ones, timeout=20, what="a connection the proxy keeps")
+        wait_for(lambda: proxy.kept, timeout=20, what="a connection the proxy keeps")
         nsqd.publish("work", bodies("through the proxy"))
         wait_for(lambda: worker.records("done"), timeout=30, what="a message once the proxy passes")
         assert worker.metric("nsq_worker_reconnects_total") >= 4
 
         # A connection that stayed up starts the count again: the next drop is retried within ~0.5 s.
-        subscribed = proxy.accepted[-1]
+        subscribed, connections = proxy.kept[-1], len(proxy.accepted)
         wait_for(
-            lambda: proxy.accepted[-1] == subscribed and _age(subscribed) > 11,
+            lambda: len(proxy.accepted) == connections and _age(subscribed) > 11,
             timeout=30,
             what="a connection up for 11 s",
             describe=lambda: [round(t - subscribed, 2) for t in proxy.accepted],

@@ -28,6 +28,7 @@ class CuttingProxy:
         self.cut_after = cut_after
         self.cutting = True
         self.accepted: list[float] = []  # time.monotonic() of every connection accepted
+        self.kept: list[float] = []  # ... of those accepted while not cutting
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", free_port()))
@@ -54,6 +55,8 @@ class CuttingProxy:
                 threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
             if self.cutting:
                 threading.Timer(self.cut_after, self._close, args=(client, server)).start()
+            else:
+                self.kept.append(time.monotonic())
 
     def _pump(self, source: socket.socket, target: socket.socket) -> None:
         with contextlib.suppress(OSError):

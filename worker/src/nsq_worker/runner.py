@@ -34,8 +34,9 @@ W = TypeVar("W", bound=Startable)
 
 def fail_setting(prog: str, error: SettingsError) -> NoReturn:
     """Say which setting is bad, on stderr and as the termination message, and exit 2."""
-    print(f"{prog}: error: {error}", file=sys.stderr)
-    write_termination_message(termination_message_path(), f"bad setting: {error}")
+    line = f"{prog}: error: {error}"
+    print(line, file=sys.stderr)
+    write_termination_message(termination_message_path(), line)
     sys.exit(EXIT_BAD_SETTING)
 
 
