@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,55 +160,51 @@ def _age(since: float) -> float:
     return time.monotonic() - since
 
 
-def slow_worker(workers: WorkerFactory, nsqd: Nsqd, tmp: Path, **settings: object) -> tuple[Worker, Path]:
+def drain_three_sleepers(
+    nsq_cluster: NsqCluster, workers: WorkerFactory, tmp: Path, sleep: float, drain_timeout: float
+) -> tuple[Worker, Nsqd, str, dict[str, Any]]:
+    """Three handlers sleeping `sleep` s, then SIGTERM: the worker, its nsqd, its termination
+    message and what its teardown() recorded."""
+    nsqd = nsq_cluster.add_nsqd()
+    nsqd.create_topic("work", "workers")
+    nsqd.publish("work", bodies(*[{"sleep": sleep, "n": i} for i in range(3)]))
     termination = tmp / "termination-log"
     termination.touch()
     argv = [str(NSQ_WORKER_SCRIPT), "tests.worker_classes.slow:SlowWorker"]
     worker = workers.start(
-        nsqd, "work", "workers", argv, concurrency=3, NSQ_TERMINATION_MESSAGE_PATH=termination, **settings
-    )
-    return worker, termination
+        nsqd, "work", "workers", argv, concurrency=3, drain_timeout=drain_timeout,
+        NSQ_TERMINATION_MESSAGE_PATH=termination,
+    )  # fmt: skip
+    wait_for(lambda: len(worker.records("start")) == 3, what="three handlers running")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    (teardown,) = worker.records("teardown")
+    return worker, nsqd, termination.read_text(), teardown
 
 
 @NO_NSQD
 def test_teardown_runs_after_every_handler_has_finished(
     nsq_cluster: NsqCluster, workers: WorkerFactory, tmp_path: Path
 ) -> None:
-    nsqd = nsq_cluster.add_nsqd()
-    nsqd.create_topic("work", "workers")
-    nsqd.publish("work", bodies(*[{"sleep": 1.5, "n": i} for i in range(3)]))
-    worker, termination = slow_worker(workers, nsqd, tmp_path, drain_timeout=20)
-    wait_for(lambda: len(worker.records("start")) == 3, what="three handlers running")
-    worker.signal(signal.SIGTERM)
-    assert worker.wait(30) == 0
-
-    (teardown,) = worker.records("teardown")
+    worker, _, termination, teardown = drain_three_sleepers(nsq_cluster, workers, tmp_path, 1.5, 20)
     assert teardown["running"] == 0
     assert all(r["t"] <= teardown["t"] for r in worker.records("done"))
     assert len(worker.records("done")) == 3
     assert "every handler has finished" in worker.log
-    assert termination.read_text().startswith("drained: 3 finished, 0 requeued")
+    assert termination.startswith("drained: 3 finished, 0 requeued")
 
 
 @NO_NSQD
 def test_teardown_waits_for_abandoned_handlers_to_unwind_and_the_messages_come_back(
     nsq_cluster: NsqCluster, workers: WorkerFactory, tmp_path: Path
 ) -> None:
-    nsqd = nsq_cluster.add_nsqd()
-    nsqd.create_topic("work", "workers")
-    nsqd.publish("work", bodies(*[{"sleep": 60, "n": i} for i in range(3)]))
-    worker, termination = slow_worker(workers, nsqd, tmp_path, drain_timeout=0.5)
-    wait_for(lambda: len(worker.records("start")) == 3, what="three handlers running")
-    worker.signal(signal.SIGTERM)
-    assert worker.wait(30) == 0
-
-    (teardown,) = worker.records("teardown")
+    worker, nsqd, termination, teardown = drain_three_sleepers(nsq_cluster, workers, tmp_path, 60, 0.5)
     assert teardown["running"] == 0  # killed, and their finally blocks ran first
     assert len(worker.records("unwound")) == 3
     assert all(r["t"] <= teardown["t"] for r in worker.records("unwound"))
     assert not worker.records("done")
     assert "abandoning 3 handlers still running" in worker.log
-    assert "drain deadline passed: 3 handlers abandoned" in termination.read_text()
+    assert "drain deadline passed: 3 handlers abandoned" in termination
     wait_for(lambda: nsqd.channel_stats("work", "workers")["depth"] == 3, timeout=10, what="requeued")
     assert nsqd.channel_stats("work", "workers")["requeue_count"] == 3  # back on nsqd at once, nothing lost
 
