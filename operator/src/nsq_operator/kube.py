@@ -207,40 +207,40 @@ class Kube:
         make it fail with a conflict; the rare 409 or 429 is retried in `_retrying`.
         """
         meta = body["metadata"]
-        with _call("apply", f"applying Deployment {meta['name']}"):
-            response = _retrying(
-                lambda: self.apps.patch_namespaced_deployment(
-                    meta["name"],
-                    meta["namespace"],
-                    dict(body),
-                    field_manager=MANAGER,
-                    force=True,
-                    _content_type=APPLY_PATCH,
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
-            applied: dict[str, Any] = json.loads(response.data)
-        return applied
+        return self._patch_deployment(
+            "apply", f"applying Deployment {meta['name']}", meta["namespace"], meta["name"], dict(body),
+            content_type=APPLY_PATCH, force=True,
+        )  # fmt: skip
 
     def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
         """Set only a Deployment's replica count (a merge patch): one whose new pod template waits
         for the rollout budget keeps its old template, which an apply of the whole would replace.
         The next apply of the whole (forced) takes the count back into the operator's apply."""
-        with _call("patch", f"scaling Deployment {name}"):
+        return self._patch_deployment(
+            "patch", f"scaling Deployment {name}", namespace, name, {"spec": {"replicas": replicas}},
+            content_type=MERGE_PATCH,
+        )  # fmt: skip
+
+    def _patch_deployment(
+        self, verb: str, doing: str, namespace: str, name: str, body: dict[str, Any], content_type: str,
+        force: bool | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        extra = {"force": force} if force is not None else {}
+        with _call(verb, doing):
             response = _retrying(
                 lambda: self.apps.patch_namespaced_deployment(
                     name,
                     namespace,
-                    {"spec": {"replicas": replicas}},
+                    body,
                     field_manager=MANAGER,
-                    _content_type=MERGE_PATCH,
+                    _content_type=content_type,
                     _preload_content=False,
                     _request_timeout=REQUEST_TIMEOUT,
+                    **extra,
                 )
             )
-            scaled: dict[str, Any] = json.loads(response.data)
-        return scaled
+            patched: dict[str, Any] = json.loads(response.data)
+        return patched
 
     def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         """Create one core/v1 Event (kubectl describe reads these)."""
