@@ -30,6 +30,7 @@ What the test asserts:
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -181,8 +182,10 @@ def dry_run(kube: KubeCluster, namespace: str, *args: str) -> subprocess.Complet
     )  # fmt: skip
 
 
-def last_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[-1][:200]
+def refusal(stderr: str) -> str:
+    """What helm's error says, short: the value the old release's values lack, or its last line."""
+    nil = re.search(r"at <(\.Values[^>]*)>: nil pointer", stderr)
+    return f"{nil.group(1)} is nil" if nil else (stderr.strip().splitlines() or [""])[-1][:200]
 
 
 def operator_settled(operator: Operator, tag: str) -> bool:
@@ -340,7 +343,7 @@ def test_helm_upgrade_from_the_previous_chart_with_live_consumers(
             assert CRD_KIND in reset.stdout, reset.stdout[-2000:]
             row.see(
                 "--reuse-values would leave the old CRD: "
-                + (f"helm refused ({last_line(reused.stderr)})" if reused.returncode else "no CRD rendered")
+                + (f"helm refused it ({refusal(reused.stderr)})" if reused.returncode else "no CRD rendered")
                 + "; --reset-then-reuse-values renders it"
             )
 
