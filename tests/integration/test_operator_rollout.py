@@ -8,92 +8,20 @@ the way `kubectl rollout status` judges it, independently of the operator's own 
 
 from __future__ import annotations
 
-import json
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.integration.operators import Namespace, consumer, env_of, topic_everywhere
+from tests.integration.rollouts import DeploymentWatch, image, mid_rollout, settled
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import NsqCluster
-from tests.rig.tools import binary
 
 pytestmark = pytest.mark.kube
 
 NEW_IMAGE = "nsq-operator/worker:upgraded"
 CONSUMERS = ["c0", "c1", "c2", "c3"]
-
-
-class DeploymentWatch:
-    """Every state the API server reports for the namespace's Deployments, in its order."""
-
-    def __init__(self, kube: KubeCluster, namespace: str, path: Path) -> None:
-        self.path = path
-        self._out = path.open("w")
-        self._process = subprocess.Popen(
-            [binary("kubectl"), f"--kubeconfig={kube.kubeconfig}", "get", "deployments", "-n", namespace,
-             "-w", "--output-watch-events", "-o", "json"],
-            stdout=self._out, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def events(self) -> list[dict[str, Any]]:
-        text, decoder, index = self.path.read_text(), json.JSONDecoder(), 0
-        found: list[dict[str, Any]] = []
-        while True:
-            while index < len(text) and text[index].isspace():
-                index += 1
-            if index >= len(text):
-                return found
-            try:
-                event, index = decoder.raw_decode(text, index)
-            except json.JSONDecodeError:
-                return found
-            found.append(event)
-
-    def timeline(self) -> Iterator[dict[str, dict[str, Any]]]:
-        """The namespace's Deployments after each event, by name."""
-        current: dict[str, dict[str, Any]] = {}
-        for event in self.events():
-            body = event["object"]
-            if event["type"] == "DELETED":
-                current.pop(body["metadata"]["name"], None)
-            else:
-                current[body["metadata"]["name"]] = body
-            yield current
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(10)
-        self._out.close()
-
-
-def mid_rollout(deployment: dict[str, Any]) -> bool:
-    """`kubectl rollout status` would still wait: the controller has not seen the spec, or not every
-    pod runs the current template, or not every new pod is available."""
-    status = deployment.get("status") or {}
-    if status.get("observedGeneration", 0) < deployment["metadata"]["generation"]:
-        return True
-    wanted = deployment["spec"].get("replicas", 1)
-    updated = status.get("updatedReplicas", 0)
-    return bool(
-        updated < wanted
-        or status.get("replicas", 0) > updated
-        or status.get("availableReplicas", 0) < updated
-    )
-
-
-def image(deployment: dict[str, Any]) -> str:
-    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
-
-
-def settled(ns: Namespace, names: list[str], count: int, want_image: str | None = None) -> bool:
-    found = [d for name in names for d in ns.deployments(name).values()]
-    return len(found) == count and all(
-        (want_image is None or image(d) == want_image) and not mid_rollout(d) for d in found
-    )
 
 
 def up_to_date(ns: Namespace, name: str) -> Callable[[], bool]:

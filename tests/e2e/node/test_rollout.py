@@ -34,7 +34,7 @@ from tests.e2e.node.support import (
     uninstall_operator,
     wait_ready_pods,
 )
-from tests.integration.test_operator_rollout import DeploymentWatch, mid_rollout
+from tests.integration.rollouts import DeploymentWatch, mid_rollout, most_at_once
 from tests.rig.helm import CHART, helm
 from tests.rig.kube import KubeCluster
 from tests.rig.node import RealNode
@@ -119,11 +119,6 @@ def ready_at(pod: dict[str, Any]) -> float:
     return when(condition["lastTransitionTime"])
 
 
-def most_rolling(watch: DeploymentWatch) -> int:
-    """The most Deployments mid-rollout at once, over every state the watch saw."""
-    return max((sum(mid_rollout(d) for d in state.values()) for state in watch.timeline()), default=0)
-
-
 def rolled(kube: KubeCluster, namespace: str, name: str, mark: str, count: int) -> bool:
     items = kube.get_json("deployments", "-n", namespace, "-l", f"nsqoperator.dev/consumer={name}")["items"]
     return len(items) == count and all(
@@ -164,7 +159,7 @@ def test_each_deployment_waits_for_its_new_pod_to_be_ready_and_a_killed_operator
                               what="all three Deployments rolled out")  # fmt: skip
     finally:
         watch.stop()
-    assert most_rolling(watch) == 1
+    assert most_at_once(watch) == 1
     new = sorted(
         (
             p
@@ -212,7 +207,7 @@ def test_each_deployment_waits_for_its_new_pod_to_be_ready_and_a_killed_operator
     finally:
         watch.stop()
         save_logs(one_at_a_time, request)
-    assert most_rolling(watch) == 1
+    assert most_at_once(watch) == 1
     kube_cluster.wait_for(
         lambda: condition(kube_cluster, team_ns, "roll", "RolloutProgressing").get("reason") == "UpToDate",
         timeout=30, what="RolloutProgressing=False UpToDate after the restart",
