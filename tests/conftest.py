@@ -5,13 +5,16 @@ Every log a fixture's processes write is attached to the report of a failing tes
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from tests.reliability.support import Row, git_commit, mode, write_row
 from tests.rig import docker
 from tests.rig.kube import KubeCluster
 from tests.rig.node import RealNode
@@ -21,13 +24,22 @@ from tests.rig.reporting import LOG_PATHS, attach_logs
 from tests.rig.tools import PROJECT_ROOT
 from tests.rig.workers import WorkerFactory
 
+OUTCOME = pytest.StashKey[tuple[str, str]]()
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, object, object]:
     report = yield
-    if getattr(report, "failed", False):
+    when, failed = getattr(report, "when", ""), getattr(report, "failed", False)
+    if when == "call" or (when == "setup" and failed):  # what a RELIABILITY.md row reports
+        crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+        item.stash[OUTCOME] = (
+            getattr(report, "outcome", ""),
+            str(getattr(crash, "message", "")) if failed else "",
+        )
+    if failed:
         fixtures = getattr(item, "funcargs", {}).values()
         paths = item.stash.get(LOG_PATHS, []) + [f.log_dir for f in fixtures if hasattr(f, "log_dir")]
         for path in paths:
@@ -129,3 +141,25 @@ def node_images(real_node: RealNode, images: Images) -> Images:
     )  # fmt: skip
     real_node.load_images(images.worker, images.operator, USER_IMAGE)
     return images
+
+
+# -- RELIABILITY.md rows: any test may write one (tests/reliability/support.Row) ----------------------
+
+
+@pytest.fixture
+def row(request: pytest.FixtureRequest) -> Iterator[Row]:
+    """The scenario's line in RELIABILITY.md, written (with the test's outcome) when the test ends."""
+    started = time.monotonic()
+    entry = Row()
+    yield entry
+    if not entry.scenario:
+        return
+    outcome, message = request.node.stash.get(OUTCOME, ("failed", "did not finish"))
+    first_line = message.splitlines()[0] if message else ""
+    entry.outcome = outcome if outcome == "passed" else f"{outcome}: {first_line[:300]}"
+    entry.seconds = round(time.monotonic() - started, 1)
+    entry.mode = mode()
+    entry.nodeid = request.node.nodeid
+    entry.finished_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    entry.commit = git_commit()
+    write_row(entry)

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.integration.operators import install_crd
+from tests.reliability.support import Row
 from tests.rig.helm import CHART, KUBE_VERSION, helm
 from tests.rig.kube import KubeCluster
 
@@ -155,6 +156,43 @@ def test_secret_references_in_env_are_refused(kube_cluster: KubeCluster, fence: 
     assert not created
     assert "admissionPolicy.allowSecretReferences" in stderr
     assert '"everything"' in stderr
+
+
+def test_refused_nsqconsumers_say_which_rule_and_leave_nothing_behind(
+    kube_cluster: KubeCluster, fence: Fence, row: Row
+) -> None:
+    """The RELIABILITY.md row: what a team member sees when the fence refuses an NsqConsumer."""
+    row.order, row.section = 5.3, "Operations"
+    row.scenario = "NsqConsumers the chart's admission policy refuses (the confused-deputy fence)"
+    row.load = (
+        f"admissionPolicy on: images under {ALLOWED_PREFIX} or docker.io/library/python:, ServiceAccount "
+        f"{ALLOWED_ACCOUNT}, no Secret references; enforced by the real API server"
+    )
+    secret_env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]
+    refused: dict[str, dict[str, Any]] = {
+        "look-alike": {"image": "registry.example.com/team-a-evil/worker:1"},
+        "other-account": {"image": f"{ALLOWED_PREFIX}worker:1", "serviceAccountName": "deploy-bot"},
+        "env-secret": {"env": secret_env},
+        "envfrom-secret": {"envFrom": [{"secretRef": {"name": "everything"}}]},
+    }
+    row.fault = "kubectl create of 4 NsqConsumers: " + "; ".join(
+        f"{name}: {json.dumps(worker)}" for name, worker in refused.items()
+    )
+    rules = {
+        "look-alike": "admissionPolicy.allowedImagePrefixes",
+        "other-account": "admissionPolicy.allowedServiceAccounts",
+        "env-secret": "admissionPolicy.allowSecretReferences",
+        "envfrom-secret": "admissionPolicy.allowSecretReferences",
+    }
+    for name, worker in refused.items():
+        created, stderr = create(kube_cluster, fence.namespace, consumer(name, **worker))
+        assert not created, name
+        assert rules[name] in stderr, stderr
+        said = " ".join(stderr.split())
+        row.see(f"{name}: refused, '{said.partition('denied request: ')[2][:200]}'")
+    stored = {i["metadata"]["name"] for i in kube_cluster.get_json("nsqc", "-n", fence.namespace)["items"]}
+    assert not stored & set(refused)
+    row.see("none of the four stored (kubectl get nsqc), so the operator never acted for them")
 
 
 def test_an_update_to_a_disallowed_image_is_refused(kube_cluster: KubeCluster, fence: Fence) -> None:

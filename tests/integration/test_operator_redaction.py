@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.integration.operators import Namespace, Operator, consumer, topic_everywhere
+from tests.reliability.support import Row
 from tests.rig.nsq import NsqCluster
 from tests.rig.procs import free_port
 
@@ -38,7 +39,16 @@ def _reconciled(operator: Operator, times: int) -> bool:
     return operator.metrics().get('nsq_operator_reconciles_total{result="ok"}', 0) >= times
 
 
-def test_lookupd_credentials_are_used_and_never_shown(ns: Namespace, nsq_cluster: NsqCluster) -> None:
+def test_lookupd_credentials_are_used_and_never_shown(
+    ns: Namespace, nsq_cluster: NsqCluster, row: Row
+) -> None:
+    row.order, row.section = 5.2, "Operations"
+    row.scenario = "Planted secrets searched for wherever a user of the cluster can read"
+    row.load = "one NsqConsumer whose 3 lookupd URLs carry planted credentials; the operator with --verbose"
+    row.fault = (
+        "credentials in lookupd URLs: one real nsqlookupd (which ignores basic auth), one closed port, one "
+        "malformed port; the operator restarted with --debug"
+    )
     addresses = topic_everywhere(nsq_cluster)
     real = nsq_cluster.lookupd_http_urls[0]
     closed = free_port()
@@ -68,6 +78,9 @@ def test_lookupd_credentials_are_used_and_never_shown(ns: Namespace, nsq_cluster
     assert failed[1].startswith("nsqlookupd http://***@127.0.0.1:notaport failed: ")
     shown = _shown(ns, operator)
     assert {where: PLANTED in text for where, text in shown.items()} == dict.fromkeys(shown, False)
+    row.see(f"the credentialed lookupd was used: a Deployment per nsqd ({len(addresses)}); LookupdReachable "
+            f"'{reachable[:120]}...'; {len(failed)} LookupdFailed events naming http://***@...")  # fmt: skip
+    row.see(f"{PLANTED} in none of: {', '.join(shown)} (searched after the second reconcile)")
     label = real.replace("http://", "http://***@")
     assert f'nsq_operator_lookupd_polls_total{{lookupd="{label}",result="ok"}}' in shown["metrics"]
     assert f'lookupd="http://***@127.0.0.1:{closed}",result="failed"' in shown["metrics"]
@@ -81,3 +94,6 @@ def test_lookupd_credentials_are_used_and_never_shown(ns: Namespace, nsq_cluster
     assert sorted(ns.deployments()) == addresses
     shown = _shown(ns, successor)
     assert {where: PLANTED in text for where, text in shown.items()} == dict.fromkeys(shown, False)
+    row.see(
+        f"the --debug successor: {PLANTED} in none of {', '.join(shown)}; no LookupdFailed announced again"
+    )

@@ -6,56 +6,21 @@ is no skip: every scenario always runs, only its size changes.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Generator, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.operators import CRD, Namespace, operated
-from tests.reliability.support import Row, Sizes, git_commit, mode, sizes, write_row
+from tests.reliability.support import Sizes, sizes
 from tests.rig.kube import KubeCluster
 from tests.rig.reporting import attach_logs
-
-OUTCOME = pytest.StashKey[tuple[str, str]]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.when == "call" or (report.when == "setup" and report.failed):
-        crash = getattr(report.longrepr, "reprcrash", None)
-        message = str(getattr(crash, "message", "")) if report.failed else ""
-        item.stash[OUTCOME] = (report.outcome, message)
-    return report
 
 
 @pytest.fixture
 def scale() -> Sizes:
     """The sizes of this run: short in the normal suite, long with NSQ_SOAK=1."""
     return sizes()
-
-
-@pytest.fixture
-def row(request: pytest.FixtureRequest) -> Iterator[Row]:
-    """The scenario's line in RELIABILITY.md, written (with the test's outcome) when the test ends."""
-    started = time.monotonic()
-    entry = Row()
-    yield entry
-    if not entry.scenario:
-        return
-    outcome, message = request.node.stash.get(OUTCOME, ("failed", "did not finish"))
-    first_line = message.splitlines()[0] if message else ""
-    entry.outcome = outcome if outcome == "passed" else f"{outcome}: {first_line[:300]}"
-    entry.seconds = round(time.monotonic() - started, 1)
-    entry.mode = mode()
-    entry.nodeid = request.node.nodeid
-    entry.finished_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    entry.commit = git_commit()
-    write_row(entry)
 
 
 def install_crd(kube: KubeCluster) -> None:

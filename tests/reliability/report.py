@@ -4,7 +4,8 @@
 
 Each scenario writes its row (a JSON file) when it ends, under ~/.cache/nsq-operator/reliability/<mode>/
 (NSQ_RELIABILITY_RESULTS moves it): `short` from the normal test suite, `soak` from `make soak`
-(NSQ_SOAK=1). The report shows the soak run first when there is one, then the short run.
+(NSQ_SOAK=1). The report shows the soak run first when there is one, then the short run. A run
+with no rows on this machine keeps its section from the file as it was (with its own date and commit).
 """
 
 from __future__ import annotations
@@ -86,12 +87,29 @@ def table(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
-def render(modes: Sequence[str] = ("soak", "short")) -> str:
+def sections_of(text: str) -> dict[str, str]:
+    """The run sections of a rendered RELIABILITY.md, by mode: what a machine without rows keeps."""
+    found: dict[str, str] = {}
+    for mode, title in TITLES.items():
+        start = text.find(f"## {title}\n")
+        if start >= 0:
+            end = text.find("\n## ", start + 1)
+            found[mode] = text[start : end if end >= 0 else len(text)].rstrip() + "\n"
+    return found
+
+
+def render(modes: Sequence[str] = ("soak", "short"), earlier: str = "") -> str:
+    """The report from this machine's rows; a run with no rows here keeps its section from `earlier`
+    (the soak run, say, measured on another day), which says its own date and commit."""
     out = [INTRO]
     found = False
+    kept = sections_of(earlier)
     for mode in modes:
         rows = read_rows(mode)
         if not rows:
+            if mode in kept:
+                out.append(kept[mode])
+                found = True
             continue
         found = True
         when = sorted({r.finished_at[:10] for r in rows})
@@ -115,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["soak", "short"], action="append",
                         help="only these runs (repeatable; default: both, soak first)")  # fmt: skip
     args = parser.parse_args(argv)
-    text = render(args.mode or ("soak", "short"))
+    earlier = args.output.read_text() if args.output.exists() else ""
+    text = render(args.mode or ("soak", "short"), earlier)
     args.output.write_text(text)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

@@ -64,11 +64,11 @@ from tests.e2e.node.upgrade_support import (
     operator_metric,
     previous_chart,
     rolled_out,
-    scenario_row,
     wait,
     workers,
     worktree,
 )
+from tests.reliability.support import Row
 from tests.rig import docker
 from tests.rig.helm import CHART, helm
 from tests.rig.kube import KubeCluster
@@ -268,202 +268,206 @@ def drained(nsq: NsqCluster, channels: list[str], published: dict[str, int], tim
 @pytest.mark.parametrize("pod_nsq", [{"nsqd": 2}], indirect=True)
 def test_helm_upgrade_from_the_previous_chart_with_live_consumers(
     kube_cluster: KubeCluster, real_node: RealNode, node_images: Images, previous: Previous,
-    pod_nsq: NsqCluster, release_ns: str, team_ns: str, request: pytest.FixtureRequest,
+    pod_nsq: NsqCluster, release_ns: str, team_ns: str, row: Row,
 ) -> None:  # fmt: skip
     kube, api = kube_cluster, Api(kube_cluster)
     operator = Operator(kube, release_ns)
     channels = [f"ch-{name}" for name in CONSUMERS]
     published = {n.tcp_address: 0 for n in pod_nsq.nsqds}
     count = len(CONSUMERS) * len(pod_nsq.nsqds)
-    with scenario_row(
-        request, order=5.1, section="Upgrade",
-        scenario="helm upgrade with live consumers: chart 0.1.0 (CRD in crds/, older operator) to the "
-        "current chart, then an upgrade changing only the operator's pod",
-        load=f"{len(CONSUMERS)} NsqConsumers x {len(pod_nsq.nsqds)} nsqd = {count} worker pods on the real "
-        f"node (150m CPU each) and 2 operator pods; 10 messages a second to each nsqd through the upgrade",
-        fault=f"helm install of {PREVIOUS_COMMIT} from a git worktree (its own operator image); helm upgrade "
+    row.order, row.section = 5.1, "Operations"
+    row.scenario = (
+        "helm upgrade with live consumers: chart 0.1.0 (CRD in crds/, older operator) to the current chart, "
+        "then an upgrade changing only the operator's pod"
+    )
+    row.load = (
+        f"{len(CONSUMERS)} NsqConsumers x {len(pod_nsq.nsqds)} nsqd = {count} worker pods on the real node "
+        "(150m CPU each) and 2 operator pods; 10 messages a second to each nsqd through the upgrade"
+    )
+    row.fault = (
+        f"helm install of {PREVIOUS_COMMIT} from a git worktree (its own operator image); helm upgrade "
         "--take-ownership to the current chart and operator image; helm upgrade again with only "
-        "podAnnotations changed",
-    ) as row:  # fmt: skip
-        # -- the previous release, with consumers ------------------------------------------------------
+        "podAnnotations changed"
+    )
+    # -- the previous release, with consumers ------------------------------------------------------
+    helm(
+        "install", OPERATOR_RELEASE, str(previous.chart), "-n", release_ns, "--wait",
+        f"--timeout={HELM_TIMEOUT}", *chart_values(node_images.worker, previous.image_tag),
+        kubeconfig=kube.kubeconfig,
+    )  # fmt: skip
+    wait(kube, lambda: operator_settled(operator, previous.image_tag), 120,
+         "the previous operator leading", operator.pods)  # fmt: skip
+    crd = kube.get_json("crd", CRD_NAME)
+    assert NEW_FIELD not in crd_spec_fields(crd)
+    assert "meta.helm.sh/release-name" not in (crd["metadata"].get("annotations") or {})  # not Helm's
+
+    for nsqd in pod_nsq.nsqds:
+        for channel in channels:
+            nsqd.create_topic(TOPIC, channel)
+    worker = {"image": node_images.worker, "resources": WORKER_RESOURCES}
+    for name, channel in zip(CONSUMERS, channels, strict=True):
+        apply(kube, team_ns, consumer(name, pod_nsq, TOPIC, channel=channel, worker=worker))
+    for name in CONSUMERS:
+        wait_ready_pods(kube, team_ns, name, count=len(pod_nsq.nsqds), timeout=300)
+
+    # The bug being fixed: the previous CRD refuses the new field, or prunes it without a word.
+    patch = {"spec": {NEW_FIELD: AUTOSCALING}}
+    strict = api.merge_patch(team_ns, CONSUMERS[0], patch, "Strict")
+    assert strict.status_code >= 400, strict.text
+    assert f'unknown field "spec.{NEW_FIELD}"' in strict.json()["message"], strict.text[-500:]
+    ignored = api.merge_patch(team_ns, CONSUMERS[0], patch, "Ignore")
+    assert ignored.status_code == 200, ignored.text
+    assert NEW_FIELD not in kube.get_json("nsqc", CONSUMERS[0], "-n", team_ns)["spec"]
+
+    for nsqd in pod_nsq.nsqds:
+        publish(nsqd, TOPIC, 0, 100)
+        published[nsqd.tcp_address] += 100
+    drained(pod_nsq, channels, published, 120, kube)
+
+    consumers_before = {
+        i["metadata"]["name"]: i["metadata"]["uid"] for i in kube.get_json("nsqc", "-n", team_ns)["items"]
+    }
+    before = workers(kube, team_ns)
+    assert len(before) == count, before
+    assert all(len(w.pods) == 1 for w in before.values()), before
+    operator_pods_before = {p["metadata"]["uid"] for p in operator.pods()}
+
+    # -- the upgrade, while messages flow ----------------------------------------------------------
+    publisher = Publisher(pod_nsq.nsqds, TOPIC, batch=5, every=0.5)
+    publisher.start()
+    upgrade_started = time.monotonic()
+    try:
+        # --reuse-values keeps the previous chart's values, which have no crds.*: the CRD is not
+        # rendered (or the values are refused), so it would stay the pruning one. The ways that work
+        # are a values file or --reset-then-reuse-values (the new chart's defaults, then yours).
+        reused = dry_run(kube, release_ns, "--reuse-values", "--set", "image.tag=test")
+        assert reused.returncode != 0 or CRD_KIND not in reused.stdout, reused.stdout[-2000:]
+        reset = dry_run(kube, release_ns, "--reset-then-reuse-values", "--set", "image.tag=test")
+        assert reset.returncode == 0, reset.stderr
+        assert CRD_KIND in reset.stdout, reset.stdout[-2000:]
+        row.see(
+            "--reuse-values would leave the old CRD: "
+            + (f"helm refused it ({refusal(reused.stderr)})" if reused.returncode else "no CRD rendered")
+            + "; --reset-then-reuse-values renders it"
+        )
+
+        refused = helm(
+            "upgrade", OPERATOR_RELEASE, str(CHART), "-n", release_ns, "--wait",
+            f"--timeout={HELM_TIMEOUT}", *chart_values(node_images.worker, "test"),
+            kubeconfig=kube.kubeconfig, check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0, refused.stdout
+        assert "invalid ownership metadata" in refused.stdout + refused.stderr, refused.stderr
+        assert release_status(kube, release_ns)["version"] == 1  # nothing recorded, nothing changed
+        assert {p["metadata"]["uid"] for p in operator.pods()} == operator_pods_before
+        row.see(
+            "helm upgrade without --take-ownership refused ('invalid ownership metadata' on the CRD from "
+            "crds/) and changed nothing: release revision 1, the same operator pods"
+        )
+
         helm(
-            "install", OPERATOR_RELEASE, str(previous.chart), "-n", release_ns, "--wait",
-            f"--timeout={HELM_TIMEOUT}", *chart_values(node_images.worker, previous.image_tag),
+            "upgrade", OPERATOR_RELEASE, str(CHART), "-n", release_ns, "--take-ownership", "--wait",
+            f"--timeout={HELM_TIMEOUT}", *chart_values(node_images.worker, "test"),
             kubeconfig=kube.kubeconfig,
         )  # fmt: skip
-        wait(kube, lambda: operator_settled(operator, previous.image_tag), 120,
-             "the previous operator leading", operator.pods)  # fmt: skip
-        crd = kube.get_json("crd", CRD_NAME)
-        assert NEW_FIELD not in crd_spec_fields(crd)
-        assert "meta.helm.sh/release-name" not in (crd["metadata"].get("annotations") or {})  # not Helm's
+        wait(kube, lambda: operator_settled(operator, "test"), 180, "the current operator leading",
+             operator.pods)  # fmt: skip
+        after = wait_converged(kube, team_ns, count, timeout=420)
+        converged_after = time.monotonic() - upgrade_started
+    finally:
+        live = publisher.stop()
+    for address, sent in live.items():
+        published[address] += sent
 
-        for nsqd in pod_nsq.nsqds:
-            for channel in channels:
-                nsqd.create_topic(TOPIC, channel)
-        worker = {"image": node_images.worker, "resources": WORKER_RESOURCES}
-        for name, channel in zip(CONSUMERS, channels, strict=True):
-            apply(kube, team_ns, consumer(name, pod_nsq, TOPIC, channel=channel, worker=worker))
-        for name in CONSUMERS:
-            wait_ready_pods(kube, team_ns, name, count=len(pod_nsq.nsqds), timeout=300)
+    # The CRD is Helm's now, and has the new field.
+    crd = kube.get_json("crd", CRD_NAME)
+    annotations = crd["metadata"].get("annotations") or {}
+    assert annotations.get("meta.helm.sh/release-name") == OPERATOR_RELEASE, annotations
+    assert annotations.get("meta.helm.sh/release-namespace") == release_ns, annotations
+    assert annotations.get("helm.sh/resource-policy") == "keep", annotations
+    assert NEW_FIELD in crd_spec_fields(crd)
+    assert release_status(kube, release_ns)["info"]["status"] == "deployed"
 
-        # The bug being fixed: the previous CRD refuses the new field, or prunes it without a word.
-        patch = {"spec": {NEW_FIELD: AUTOSCALING}}
-        strict = api.merge_patch(team_ns, CONSUMERS[0], patch, "Strict")
-        assert strict.status_code >= 400, strict.text
-        assert f'unknown field "spec.{NEW_FIELD}"' in strict.json()["message"], strict.text[-500:]
-        ignored = api.merge_patch(team_ns, CONSUMERS[0], patch, "Ignore")
-        assert ignored.status_code == 200, ignored.text
-        assert NEW_FIELD not in kube.get_json("nsqc", CONSUMERS[0], "-n", team_ns)["spec"]
+    # Nothing lost or recreated.
+    consumers_after = {
+        i["metadata"]["name"]: i["metadata"]["uid"] for i in kube.get_json("nsqc", "-n", team_ns)["items"]
+    }
+    assert consumers_after == consumers_before
+    assert {n: w.uid for n, w in after.items()} == {n: w.uid for n, w in before.items()}
 
-        for nsqd in pod_nsq.nsqds:
-            publish(nsqd, TOPIC, 0, 100)
-            published[nsqd.tcp_address] += 100
-        drained(pod_nsq, channels, published, 120, kube)
+    # A worker pod is replaced if and only if its Deployment's pod template changed.
+    changed = sorted(n for n in before if before[n].template != after[n].template)
+    replaced = sorted(n for n in before if set(after[n].pods) != set(before[n].pods))
+    assert replaced == changed, {"template changed": changed, "pods replaced": replaced}
+    for name in changed:  # a replaced pod is a new one, not one that lived through
+        assert not set(after[name].pods) & set(before[name].pods), name
+    row.see(
+        f"CRD now Helm's (release annotations, resource-policy keep) with spec.{NEW_FIELD}; "
+        f"{len(consumers_after)} of {len(consumers_before)} NsqConsumers and {len(after)} of "
+        f"{len(before)} Deployments kept their uid"
+    )
+    row.see(
+        f"pod templates the new operator changed: {len(changed)} of {count}; pods replaced: exactly "
+        f"those ({len(replaced)}), the other {count - len(replaced)} kept their uid; every worker Ready "
+        f"and on the new operator's spec-hash {converged_after:.0f} s after the upgrade began"
+    )
 
-        consumers_before = {
-            i["metadata"]["name"]: i["metadata"]["uid"] for i in kube.get_json("nsqc", "-n", team_ns)["items"]
-        }
-        before = workers(kube, team_ns)
-        assert len(before) == count, before
-        assert all(len(w.pods) == 1 for w in before.values()), before
-        operator_pods_before = {p["metadata"]["uid"] for p in operator.pods()}
+    # The new field is accepted and kept now.
+    accepted = api.merge_patch(team_ns, CONSUMERS[0], patch, "Strict")
+    assert accepted.status_code == 200, accepted.text
+    kept = kube.get_json("nsqc", CONSUMERS[0], "-n", team_ns)["spec"].get(NEW_FIELD)
+    assert kept is not None, "spec.autoscaling pruned after the upgrade"
+    assert AUTOSCALING.items() <= kept.items(), kept  # with the new CRD's defaults besides
+    row.see(
+        f"spec.{NEW_FIELD} refused ('unknown field') and pruned silently (fieldValidation=Ignore) under "
+        f"chart 0.1.0; accepted and read back after the upgrade"
+    )
 
-        # -- the upgrade, while messages flow ----------------------------------------------------------
-        publisher = Publisher(pod_nsq.nsqds, TOPIC, batch=5, every=0.5)
-        publisher.start()
-        upgrade_started = time.monotonic()
-        try:
-            # --reuse-values keeps the previous chart's values, which have no crds.*: the CRD is not
-            # rendered (or the values are refused), so it would stay the pruning one. The ways that work
-            # are a values file or --reset-then-reuse-values (the new chart's defaults, then yours).
-            reused = dry_run(kube, release_ns, "--reuse-values", "--set", "image.tag=test")
-            assert reused.returncode != 0 or CRD_KIND not in reused.stdout, reused.stdout[-2000:]
-            reset = dry_run(kube, release_ns, "--reset-then-reuse-values", "--set", "image.tag=test")
-            assert reset.returncode == 0, reset.stderr
-            assert CRD_KIND in reset.stdout, reset.stdout[-2000:]
-            row.see(
-                "--reuse-values would leave the old CRD: "
-                + (f"helm refused it ({refusal(reused.stderr)})" if reused.returncode else "no CRD rendered")
-                + "; --reset-then-reuse-values renders it"
-            )
+    # The workers keep consuming: everything published before, during and after.
+    for nsqd in pod_nsq.nsqds:
+        publish(nsqd, TOPIC, 1000, 200)
+        published[nsqd.tcp_address] += 200
+    totals = drained(pod_nsq, channels, published, 180, kube)
+    sent = sum(published.values()) * len(channels)
+    assert totals["message_count"] == sent, (totals, sent)  # every message reached every channel...
+    # duplicates are not counted here (the worker keeps no record): nsqd's redeliveries are in the row
+    row.published, row.handled, row.lost = sent, totals["message_count"], sent - totals["message_count"]
+    row.see(
+        f"every channel drained (depth, in flight, deferred 0: each message FINed); "
+        f"{sum(live.values())} per channel published during the upgrade; redeliveries requeue_count="
+        f"{totals['requeue_count']}, timeout_count={totals['timeout_count']}; the publisher was refused "
+        f"{publisher.refused} times"
+    )
 
-            refused = helm(
-                "upgrade", OPERATOR_RELEASE, str(CHART), "-n", release_ns, "--wait",
-                f"--timeout={HELM_TIMEOUT}", *chart_values(node_images.worker, "test"),
-                kubeconfig=kube.kubeconfig, check=False,
-            )  # fmt: skip
-            assert refused.returncode != 0, refused.stdout
-            assert "invalid ownership metadata" in refused.stdout + refused.stderr, refused.stderr
-            assert release_status(kube, release_ns)["version"] == 1  # nothing recorded, nothing changed
-            assert {p["metadata"]["uid"] for p in operator.pods()} == operator_pods_before
-            row.see(
-                "helm upgrade without --take-ownership refused ('invalid ownership metadata' on the CRD from "
-                "crds/) and changed nothing: release revision 1, the same operator pods"
-            )
+    # -- a second upgrade that changes only the operator's pod --------------------------------------
+    settled = wait_converged(kube, team_ns, count, timeout=180)  # after the autoscaling patch
+    replica_sets = {r["metadata"]["uid"] for r in kube.get_json("replicasets", "-n", team_ns)["items"]}
+    operator_pods = {p["metadata"]["uid"] for p in operator.pods()}
+    helm(
+        "upgrade", OPERATOR_RELEASE, str(CHART), "-n", release_ns, "--wait", f"--timeout={HELM_TIMEOUT}",
+        *chart_values(node_images.worker, "test", "--set", "podAnnotations.upgrade-check=second"),
+        kubeconfig=kube.kubeconfig,
+    )  # fmt: skip
+    wait(kube, lambda: operator_settled(operator, "test") and not operator_pods & {
+        p["metadata"]["uid"] for p in operator.pods()}, 180, "two new operator pods, one leading",
+        operator.pods)  # fmt: skip
+    annotations = operator.pod()["metadata"].get("annotations") or {}
+    assert annotations.get("upgrade-check") == "second", annotations
 
-            helm(
-                "upgrade", OPERATOR_RELEASE, str(CHART), "-n", release_ns, "--take-ownership", "--wait",
-                f"--timeout={HELM_TIMEOUT}", *chart_values(node_images.worker, "test"),
-                kubeconfig=kube.kubeconfig,
-            )  # fmt: skip
-            wait(kube, lambda: operator_settled(operator, "test"), 180, "the current operator leading",
-                 operator.pods)  # fmt: skip
-            after = wait_converged(kube, team_ns, count, timeout=420)
-            converged_after = time.monotonic() - upgrade_started
-        finally:
-            live = publisher.stop()
-        for address, sent in live.items():
-            published[address] += sent
+    def reconciled_each_twice() -> bool:
+        done = operator_metric(operator.pod(), 'nsq_operator_reconciles_total{result="ok"}')
+        return done >= 2 * len(CONSUMERS)
 
-        # The CRD is Helm's now, and has the new field.
-        crd = kube.get_json("crd", CRD_NAME)
-        annotations = crd["metadata"].get("annotations") or {}
-        assert annotations.get("meta.helm.sh/release-name") == OPERATOR_RELEASE, annotations
-        assert annotations.get("meta.helm.sh/release-namespace") == release_ns, annotations
-        assert annotations.get("helm.sh/resource-policy") == "keep", annotations
-        assert NEW_FIELD in crd_spec_fields(crd)
-        assert release_status(kube, release_ns)["info"]["status"] == "deployed"
-
-        # Nothing lost or recreated.
-        consumers_after = {
-            i["metadata"]["name"]: i["metadata"]["uid"] for i in kube.get_json("nsqc", "-n", team_ns)["items"]
-        }
-        assert consumers_after == consumers_before
-        assert {n: w.uid for n, w in after.items()} == {n: w.uid for n, w in before.items()}
-
-        # A worker pod is replaced if and only if its Deployment's pod template changed.
-        changed = sorted(n for n in before if before[n].template != after[n].template)
-        replaced = sorted(n for n in before if set(after[n].pods) != set(before[n].pods))
-        assert replaced == changed, {"template changed": changed, "pods replaced": replaced}
-        for name in changed:  # a replaced pod is a new one, not one that lived through
-            assert not set(after[name].pods) & set(before[name].pods), name
-        row.see(
-            f"CRD now Helm's (release annotations, resource-policy keep) with spec.{NEW_FIELD}; "
-            f"{len(consumers_after)} of {len(consumers_before)} NsqConsumers and {len(after)} of "
-            f"{len(before)} Deployments kept their uid"
-        )
-        row.see(
-            f"pod templates the new operator changed: {len(changed)} of {count}; pods replaced: exactly "
-            f"those ({len(replaced)}), the other {count - len(replaced)} kept their uid; every worker Ready "
-            f"and on the new operator's spec-hash {converged_after:.0f} s after the upgrade began"
-        )
-
-        # The new field is accepted and kept now.
-        accepted = api.merge_patch(team_ns, CONSUMERS[0], patch, "Strict")
-        assert accepted.status_code == 200, accepted.text
-        kept = kube.get_json("nsqc", CONSUMERS[0], "-n", team_ns)["spec"].get(NEW_FIELD)
-        assert kept is not None, "spec.autoscaling pruned after the upgrade"
-        assert AUTOSCALING.items() <= kept.items(), kept  # with the new CRD's defaults besides
-        row.see(
-            f"spec.{NEW_FIELD} refused ('unknown field') and pruned silently (fieldValidation=Ignore) under "
-            f"chart 0.1.0; accepted and read back after the upgrade"
-        )
-
-        # The workers keep consuming: everything published before, during and after.
-        for nsqd in pod_nsq.nsqds:
-            publish(nsqd, TOPIC, 1000, 200)
-            published[nsqd.tcp_address] += 200
-        totals = drained(pod_nsq, channels, published, 180, kube)
-        sent = sum(published.values()) * len(channels)
-        assert totals["message_count"] == sent, (totals, sent)  # every message reached every channel...
-        # duplicates are not counted here (the worker keeps no record): nsqd's redeliveries are in the row
-        row.published, row.handled, row.lost = sent, totals["message_count"], sent - totals["message_count"]
-        row.see(
-            f"every channel drained (depth, in flight, deferred 0: each message FINed); "
-            f"{sum(live.values())} per channel published during the upgrade; redeliveries requeue_count="
-            f"{totals['requeue_count']}, timeout_count={totals['timeout_count']}; the publisher was refused "
-            f"{publisher.refused} times"
-        )
-
-        # -- a second upgrade that changes only the operator's pod --------------------------------------
-        settled = wait_converged(kube, team_ns, count, timeout=180)  # after the autoscaling patch
-        replica_sets = {r["metadata"]["uid"] for r in kube.get_json("replicasets", "-n", team_ns)["items"]}
-        operator_pods = {p["metadata"]["uid"] for p in operator.pods()}
-        helm(
-            "upgrade", OPERATOR_RELEASE, str(CHART), "-n", release_ns, "--wait", f"--timeout={HELM_TIMEOUT}",
-            *chart_values(node_images.worker, "test", "--set", "podAnnotations.upgrade-check=second"),
-            kubeconfig=kube.kubeconfig,
-        )  # fmt: skip
-        wait(kube, lambda: operator_settled(operator, "test") and not operator_pods & {
-            p["metadata"]["uid"] for p in operator.pods()}, 180, "two new operator pods, one leading",
-            operator.pods)  # fmt: skip
-        annotations = operator.pod()["metadata"].get("annotations") or {}
-        assert annotations.get("upgrade-check") == "second", annotations
-
-        def reconciled_each_twice() -> bool:
-            done = operator_metric(operator.pod(), 'nsq_operator_reconciles_total{result="ok"}')
-            return done >= 2 * len(CONSUMERS)
-
-        wait(kube, reconciled_each_twice, 120, "the new leader reconciling every NsqConsumer twice")
-        final = wait_converged(kube, team_ns, count, timeout=60)
-        assert {n: (w.uid, w.generation, set(w.pods)) for n, w in final.items()} == {
-            n: (w.uid, w.generation, set(w.pods)) for n, w in settled.items()
-        }
-        assert {
-            r["metadata"]["uid"] for r in kube.get_json("replicasets", "-n", team_ns)["items"]
-        } == replica_sets
-        row.see(
-            f"second upgrade (a pod annotation of the operator): both operator pods replaced, the new leader "
-            f"reconciled every NsqConsumer at least twice; 0 of {count} worker pods restarted, Deployment "
-            f"generations and ReplicaSets unchanged"
-        )
+    wait(kube, reconciled_each_twice, 120, "the new leader reconciling every NsqConsumer twice")
+    final = wait_converged(kube, team_ns, count, timeout=60)
+    assert {n: (w.uid, w.generation, set(w.pods)) for n, w in final.items()} == {
+        n: (w.uid, w.generation, set(w.pods)) for n, w in settled.items()
+    }
+    assert {
+        r["metadata"]["uid"] for r in kube.get_json("replicasets", "-n", team_ns)["items"]
+    } == replica_sets
+    row.see(
+        f"second upgrade (a pod annotation of the operator): both operator pods replaced, the new leader "
+        f"reconciled every NsqConsumer at least twice; 0 of {count} worker pods restarted, Deployment "
+        f"generations and ReplicaSets unchanged"
+    )

@@ -11,20 +11,16 @@ import json
 import re
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 import yaml
 
 from tests.e2e.node.support import CONSUMER_LABEL, ready
-from tests.reliability.support import Row, git_commit, mode, write_row
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import Nsqd
 from tests.rig.procs import RigError
@@ -220,30 +216,3 @@ class Publisher(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.published
-
-
-# -- the scenario's row in RELIABILITY.md ----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def scenario_row(request: pytest.FixtureRequest, **fields: Any) -> Iterator[Row]:
-    """A RELIABILITY.md row (tests/reliability/support.Row) that the test fills in, written when it ends
-    with its outcome, as the reliability scenarios' `row` fixture writes theirs; render the file with
-    `python -m tests.reliability.report`."""
-    started = time.monotonic()
-    row = Row(**fields)
-    try:
-        yield row
-    except BaseException as error:
-        first = (str(error).splitlines() or [type(error).__name__])[0]
-        row.outcome = f"failed: {first[:300]}"
-        raise
-    else:
-        row.outcome = "passed"
-    finally:
-        row.seconds = round(time.monotonic() - started, 1)
-        row.mode = mode()
-        row.nodeid = request.node.nodeid
-        row.finished_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        row.commit = git_commit()
-        write_row(row)
