@@ -20,7 +20,7 @@ from tests.reliability.support import PROJECT_ROOT, Row, read_rows, results_dir
 COMMANDS = {
     "soak": "`make soak` (`NSQ_SOAK=1 .venv/bin/python -m pytest tests/reliability`, then "
     "`.venv/bin/python -m tests.reliability.report`)",
-    "short": "`.venv/bin/python -m pytest tests/reliability` (or any `pytest` run that includes it), then "
+    "short": "`make test` (any `pytest` run that includes the scenarios writes their rows), then "
     "`.venv/bin/python -m tests.reliability.report`",
 }
 TITLES = {
@@ -40,7 +40,7 @@ input.
 
 No pod state in this table is written by a test: the bad-input rows whose fault column says "on the
 real node" show what the kubelet itself reported (ErrImageNeverPull, CreateContainerConfigError, a
-FailedMount event, CrashLoopBackOff with the worker's stderr as its termination message), and an
+FailedMount event, CrashLoopBackOff with the worker's own termination message), and an
 unschedulable worker is refused by the real kube-scheduler. The Kubernetes path for running pods
 (the operator as a pod, restarts, drains, CPU quota, TLS and AUTH from Secrets) is tested in
 `tests/e2e/node/`.
@@ -50,10 +50,14 @@ handled to the end *before* returning (its FIN is sent after), in a file per pro
 SIGKILL. **Lost** = published and never handled (must be 0); **duplicates** = handlings beyond the
 first, which at-least-once delivery allows and which the table reports.
 
-The scenarios are `tests/reliability/`. Their short versions run in every `pytest`; `make soak` runs
-the long versions; either way each scenario writes its row and this file is rendered from the rows by
-`python -m tests.reliability.report`. A row whose result is not "passed" is a failing test: what it
-found is in the row.
+The scenarios are `tests/reliability/`, and the rows of the Operations section come from tests that
+need more of the rig: the helm upgrade with live consumers (`tests/e2e/node/test_helm_upgrade.py`, on
+the real node), the planted-secret search (`tests/integration/test_operator_redaction.py`) and the
+refused NsqConsumers (`tests/e2e/test_admission_policy.py`). The short versions run in every
+`pytest`; `make soak` runs the long versions of `tests/reliability/`; either way each scenario writes
+its row and this file is rendered from the rows by `python -m tests.reliability.report` (a run this
+machine has no rows for keeps its section as it was). A row whose result is not "passed" is a
+failing test: what it found is in the row.
 """
 
 
