@@ -6,42 +6,20 @@ reported is kept, so a test can check a bound at every moment, not only at the m
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.integration.operators import Namespace
 from tests.rig.kube import KubeCluster
-from tests.rig.tools import binary
+from tests.rig.watch import KubectlWatch
 
 
-class DeploymentWatch:
+class DeploymentWatch(KubectlWatch):
     """Every state the API server reports for the namespace's Deployments, in its order."""
 
     def __init__(self, kube: KubeCluster, namespace: str, path: Path) -> None:
-        self.path = path
-        self._out = path.open("w")
-        self._process = subprocess.Popen(
-            [binary("kubectl"), f"--kubeconfig={kube.kubeconfig}", "get", "deployments", "-n", namespace,
-             "-w", "--output-watch-events", "-o", "json"],
-            stdout=self._out, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def events(self) -> list[dict[str, Any]]:
-        text, decoder, index = self.path.read_text(), json.JSONDecoder(), 0
-        found: list[dict[str, Any]] = []
-        while True:
-            while index < len(text) and text[index].isspace():
-                index += 1
-            if index >= len(text):
-                return found
-            try:
-                event, index = decoder.raw_decode(text, index)
-            except json.JSONDecodeError:
-                return found
-            found.append(event)
+        super().__init__(kube, ["deployments", "-n", namespace], path)
 
     def timeline(self) -> Iterator[dict[str, dict[str, Any]]]:
         """The namespace's Deployments after each event, by name."""
@@ -53,11 +31,6 @@ class DeploymentWatch:
             else:
                 current[body["metadata"]["name"]] = body
             yield current
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(10)
-        self._out.close()
 
 
 def mid_rollout(deployment: dict[str, Any]) -> bool:

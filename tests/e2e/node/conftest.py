@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Images
-from tests.e2e.node.support import Operator, install_operator, uninstall_operator
+from tests.e2e.node.support import Operator, install_operator, team_namespace, uninstall_operator
 from tests.rig import hostnet
 from tests.rig.kube import KubeCluster
 from tests.rig.node import RealNode
@@ -48,11 +48,7 @@ def worker_ns(
     kube_cluster: KubeCluster, operator_pod: Operator, request: pytest.FixtureRequest
 ) -> Iterator[str]:
     """A namespace for one test's NsqConsumers (restricted Pod Security, as a team's would be)."""
-    name = f"w-{uuid.uuid4().hex[:8]}"
-    kube_cluster.kubectl("create", "namespace", name)
-    kube_cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
     attach_logs(request, [kube_cluster.log_dir, Path("/var/lib/nsq-operator-rig/logs")])
-    yield name
-    operator_pod.save_logs(request)
-    kube_cluster.kubectl("delete", "nsqc", "--all", "-n", name, "--wait=false", check=False)
-    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with team_namespace(kube_cluster) as name:
+        yield name
+        operator_pod.save_logs(request)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-import subprocess
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from tests.rig.node import NODE_LABEL, RealNode, placement, toleration
 from tests.rig.nsq import NsqCluster, Nsqd
 from tests.rig.procs import RigError
 from tests.rig.reporting import LOG_PATHS
-from tests.rig.tools import binary
+from tests.rig.watch import KubectlWatch
 
 OPERATOR_RELEASE = "nsq-operator"
 CONSUMER_LABEL = "nsqoperator.dev/consumer"
@@ -68,16 +69,33 @@ class Operator:
         request.node.stash[LOG_PATHS] = [*request.node.stash.get(LOG_PATHS, []), log]
 
 
+def restricted_namespace(kube: KubeCluster, name: str) -> str:
+    """Make a namespace that enforces the `restricted` Pod Security standard, as a team's would."""
+    kube.kubectl("create", "namespace", name)
+    kube.kubectl(
+        "label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )  # fmt: skip
+    return name
+
+
+@contextlib.contextmanager
+def team_namespace(kube: KubeCluster) -> Iterator[str]:
+    """A restricted namespace for one test's NsqConsumers; they and it are deleted afterwards."""
+    name = restricted_namespace(kube, f"w-{uuid.uuid4().hex[:8]}")
+    try:
+        yield name
+    finally:
+        kube.kubectl("delete", "nsqc", "--all", "-n", name, "--wait=false", check=False)
+        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 def install_operator(
     kube: KubeCluster, namespace: str, worker_image: str, timeout: str = "180s", chart: Path = CHART
 ) -> Operator:
     """`helm install` the chart so the operator runs as a pod on the real node, in a namespace that
     enforces the `restricted` Pod Security standard (made here)."""
-    kube.kubectl("create", "namespace", namespace)
-    kube.kubectl(
-        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
-        "pod-security.kubernetes.io/enforce-version=latest",
-    )  # fmt: skip
+    restricted_namespace(kube, namespace)
     # --take-ownership: of the CRD, which earlier tests and releases made (a chart of before 0.2.0
     # has no template for it and ignores the flag).
     helm(
@@ -211,7 +229,7 @@ def channel_empty(nsqd: Nsqd, topic: str, channel: str, at_least: int) -> Callab
     return check
 
 
-class PodWatch:
+class PodWatch(KubectlWatch):
     """Every state the API server reports for some pods, from `kubectl get -w`, kept to the end.
 
     A deleted pod's last status (its container's exit code and reason) is gone from a plain GET by
@@ -219,27 +237,7 @@ class PodWatch:
     """
 
     def __init__(self, kube: KubeCluster, namespace: str, selector: str, path: Path) -> None:
-        self.path = path
-        self._out = path.open("w")
-        self._process = subprocess.Popen(
-            [binary("kubectl"), f"--kubeconfig={kube.kubeconfig}", "get", "pods", "-n", namespace,
-             "-l", selector, "-w", "--output-watch-events", "-o", "json"],
-            stdout=self._out, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def events(self) -> list[dict[str, Any]]:
-        text, decoder, index = self.path.read_text(), json.JSONDecoder(), 0
-        found: list[dict[str, Any]] = []
-        while True:
-            while index < len(text) and text[index].isspace():
-                index += 1
-            if index >= len(text):
-                return found
-            try:
-                event, index = decoder.raw_decode(text, index)
-            except json.JSONDecodeError:
-                return found  # a half-written last object
-            found.append(event)
+        super().__init__(kube, ["pods", "-n", namespace, "-l", selector], path)
 
     def terminations(self) -> dict[str, dict[str, Any]]:
         """The last `terminated` state seen for each pod's worker container, by pod name."""
@@ -253,11 +251,6 @@ class PodWatch:
 
     def deleted(self) -> set[str]:
         return {e["object"]["metadata"]["name"] for e in self.events() if e["type"] == "DELETED"}
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(10)
-        self._out.close()
 
 
 def container_pids(node: RealNode, pod: dict[str, Any]) -> list[int]:

@@ -53,6 +53,8 @@ from tests.e2e.node.support import (
     node_values,
     publish,
     ready,
+    restricted_namespace,
+    team_namespace,
     wait_ready_pods,
 )
 from tests.e2e.node.upgrade_support import (
@@ -124,9 +126,7 @@ def previous(docker_engine: str, real_node: RealNode) -> Iterator[Previous]:
 @pytest.fixture
 def release_ns(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """The operator's namespace, enforcing `restricted` Pod Security; the release uninstalled afterwards."""
-    name = f"nsq-system-{uuid.uuid4().hex[:6]}"
-    kube_cluster.kubectl("create", "namespace", name)
-    kube_cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    name = restricted_namespace(kube_cluster, f"nsq-system-{uuid.uuid4().hex[:6]}")
     attach_logs(request, [kube_cluster.log_dir, Path("/var/lib/nsq-operator-rig/logs")])
     try:
         yield name
@@ -151,14 +151,8 @@ def release_ns(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Ite
 @pytest.fixture
 def team_ns(kube_cluster: KubeCluster) -> Iterator[str]:
     """The namespace of the NsqConsumers (restricted Pod Security, as a team's would be)."""
-    name = f"w-{uuid.uuid4().hex[:8]}"
-    kube_cluster.kubectl("create", "namespace", name)
-    kube_cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    try:
+    with team_namespace(kube_cluster) as name:
         yield name
-    finally:
-        kube_cluster.kubectl("delete", "nsqc", "--all", "-n", name, "--wait=false", check=False)
-        kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def chart_values(worker_image: str, tag: str, *extra: str) -> list[str]:

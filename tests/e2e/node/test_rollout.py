@@ -31,6 +31,8 @@ from tests.e2e.node.support import (
     node_values,
     pods,
     ready,
+    restricted_namespace,
+    team_namespace,
     uninstall_operator,
     wait_ready_pods,
 )
@@ -59,9 +61,7 @@ Slow.run(block=True)
 @pytest.fixture(scope="module")
 def one_at_a_time(kube_cluster: KubeCluster, node_images: Images, real_node: RealNode) -> Iterator[Operator]:
     """The chart on the real node: one operator pod, at most one worker Deployment rolling at once."""
-    namespace = f"nsq-system-{uuid.uuid4().hex[:6]}"
-    kube_cluster.kubectl("create", "namespace", namespace)
-    kube_cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    namespace = restricted_namespace(kube_cluster, f"nsq-system-{uuid.uuid4().hex[:6]}")
     helm(
         "install", OPERATOR_RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=180s",
         "--take-ownership", *node_values(node_images.worker), "--set", "rollout.maxConcurrent=1",
@@ -79,13 +79,9 @@ def one_at_a_time(kube_cluster: KubeCluster, node_images: Images, real_node: Rea
 def team_ns(
     kube_cluster: KubeCluster, one_at_a_time: Operator, request: pytest.FixtureRequest
 ) -> Iterator[str]:
-    name = f"w-{uuid.uuid4().hex[:8]}"
-    kube_cluster.kubectl("create", "namespace", name)
-    kube_cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
     attach_logs(request, [kube_cluster.log_dir, Path("/var/lib/nsq-operator-rig/logs")])
-    yield name
-    kube_cluster.kubectl("delete", "nsqc", "--all", "-n", name, "--wait=false", check=False)
-    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with team_namespace(kube_cluster) as name:
+        yield name
 
 
 def save_logs(operator: Operator, request: pytest.FixtureRequest) -> str:

@@ -21,6 +21,7 @@ import requests
 import yaml
 
 from tests.e2e.node.support import CONSUMER_LABEL, ready
+from tests.reliability import support as reliability
 from tests.rig.kube import KubeCluster
 from tests.rig.nsq import Nsqd
 from tests.rig.procs import RigError
@@ -85,16 +86,9 @@ def previous_chart(tree: Path, new_field: str) -> Path:
 # -- the API, read and patched directly ---------------------------------------------------------------
 
 
-class Api:
-    """Requests against the rig's API server with the admin certificate (field validation is a query
-    parameter that kubectl does not expose for every verb)."""
-
-    def __init__(self, kube: KubeCluster) -> None:
-        self.kube = kube
-        self.session = requests.Session()
-        self.tls: dict[str, Any] = {
-            "verify": str(kube.pki.ca_cert), "cert": (str(kube.pki.admin_cert), str(kube.pki.admin_key)),
-        }  # fmt: skip
+class Api(reliability.Api):
+    """Requests against the rig's API server with the admin certificate, patches too (field validation
+    is a query parameter that kubectl does not expose for every verb)."""
 
     def merge_patch(
         self, namespace: str, name: str, patch: dict[str, Any], validation: str
